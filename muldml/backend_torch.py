@@ -1,0 +1,101 @@
+"""Vectorised, memory-lean PyTorch backend: the CPU path and the GPU fallback.
+
+Mining runs under no_grad over chunks of anchor rows, so no N×B×B tensor is ever kept
+for backward; the hinge is then formed on the gathered (a, p*, n*) rows, so autograd
+stores O(N·B·d).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from muldml.outputs import TripletLossOutput
+from muldml.reference import NORMALIZE_EPS, safe_norm
+
+# Elements of one (N, rows, B) score chunk during mining: 2^24 floats = 64 MiB in fp32.
+MINING_CHUNK_ELEMENTS = 1 << 24
+
+
+def valid_anchors(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: anchors with at least one positive and one negative in the batch."""
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    class_size = counts[inverse]
+    return (class_size > 1) & (class_size < labels.numel())
+
+
+@torch.no_grad()
+def mine_batch_hard(
+    slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int = MINING_CHUNK_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hardest positive and negative per slice and anchor.
+
+    slices: (N, B, d) (already normalised if the loss normalises); labels: (B,).
+    Returns (pos_idx, neg_idx), each (N, B) int64; entries of anchors without a
+    positive (negative) are meaningless and must be masked by the caller.
+    Ranks by ‖x_b‖² − 2·x_a·x_b, the squared distance minus its row constant ‖x_a‖².
+    """
+    num_slices, batch, _ = slices.shape
+    col_sq = (slices * slices).sum(-1)[:, None, :]  # (N, 1, B)
+    cols = torch.arange(batch, device=labels.device)
+    rows_per_chunk = max(1, chunk_elements // (num_slices * batch))
+    pos_idx = torch.empty(num_slices, batch, dtype=torch.long, device=slices.device)
+    neg_idx = torch.empty_like(pos_idx)
+    for start in range(0, batch, rows_per_chunk):
+        rows = slice(start, start + rows_per_chunk)
+        score = torch.baddbmm(col_sq, slices[:, rows], slices.transpose(1, 2), alpha=-2.0)
+        same = labels[rows, None] == labels[None, :]
+        is_pos = same & (cols[rows, None] != cols[None, :])
+        # argmax/argmin return the first extremum: ties go to the lowest index.
+        pos_idx[:, rows] = score.masked_fill(~is_pos, float("-inf")).argmax(-1)
+        neg_idx[:, rows] = score.masked_fill_(same, float("inf")).argmin(-1)
+    return pos_idx, neg_idx
+
+
+def torch_triplet_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    margins: torch.Tensor,
+    weights: torch.Tensor,
+    lam: float,
+    slice_dim: int,
+    *,
+    dual: bool = True,
+    normalize: bool = True,
+) -> TripletLossOutput:
+    """Multi-threshold batch-hard (dual) triplet loss, vectorised over slices.
+
+    embeddings: (B, N·d) float; labels: (B,) int; margins, weights: (N,).
+    Half-precision input is computed in float32.
+    """
+    batch = embeddings.shape[0]
+    num_slices = margins.numel()
+    x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
+    slices = x.reshape(batch, num_slices, slice_dim).transpose(0, 1)  # (N, B, d)
+    if normalize:
+        slices = F.normalize(slices, dim=2, eps=NORMALIZE_EPS)
+    valid = valid_anchors(labels)
+    pos_idx, neg_idx = mine_batch_hard(slices.detach(), labels)
+    pos_idx = torch.where(valid, pos_idx, 0)
+    neg_idx = torch.where(valid, neg_idx, 0)
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        return torch.gather(slices, 1, idx[..., None].expand(-1, -1, slice_dim))
+
+    positives, negatives = rows(pos_idx), rows(neg_idx)
+    margin = margins.to(slices.dtype)[:, None]
+    d_ap = safe_norm(slices - positives)  # (N, B), exact from the rows
+    terms = [F.relu(d_ap - safe_norm(slices - negatives) + margin) * valid]
+    if dual:  # the negative must also be farther from the positive than the anchor is
+        terms.append(F.relu(d_ap - safe_norm(positives - negatives) + margin) * valid)
+    num_triplets = valid.sum()
+    denominator = num_triplets.clamp_min(1) * len(terms)
+    slice_losses = sum(t.sum(1) for t in terms) / denominator
+    return TripletLossOutput(
+        loss=lam * (weights.to(slice_losses.dtype) * slice_losses).sum(),
+        slice_losses=slice_losses.detach(),
+        pos_idx=torch.where(valid, pos_idx, -1),
+        neg_idx=torch.where(valid, neg_idx, -1),
+        num_active=sum((t > 0).sum(1) for t in terms),
+        num_triplets=num_triplets,
+        dual=dual,
+    )

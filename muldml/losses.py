@@ -1,0 +1,210 @@
+"""Multi-threshold triplet loss: the public API, input checks and backend dispatch.
+
+Backends compute the same thing (../shared definitions in the README):
+- "reference": the naive per-slice loop (muldml.reference), the oracle;
+- "torch": vectorised and memory-lean (muldml.backend_torch), for CPUs and as GPU fallback;
+- "triton": fused Triton kernels (kernels.triplet), one launch forward, one backward;
+- "auto": triton for CUDA tensors, torch otherwise.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from muldml.backend_torch import torch_triplet_loss
+from muldml.outputs import TripletLossOutput
+from muldml.reference import reference_triplet_loss
+
+BACKENDS = ("auto", "torch", "triton", "reference")
+PRECISIONS = ("ieee", "tf32")
+
+
+def threshold_range(tau_min: float = 0.15, tau_max: float = 0.75, step: float = 0.1) -> list[float]:
+    """Margins τ_i = τ_min + step·(i − 1), i = 1..N, with N = (τ_max − τ_min)/step + 1."""
+    if not (math.isfinite(tau_min) and math.isfinite(tau_max) and math.isfinite(step)):
+        raise ValueError("tau_min, tau_max and step must be finite numbers")
+    if tau_min < 0 or tau_max < tau_min:
+        raise ValueError(f"need 0 <= tau_min <= tau_max, got tau_min={tau_min}, tau_max={tau_max}")
+    if tau_max == tau_min:
+        return [float(tau_min)]
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    intervals = (tau_max - tau_min) / step
+    if abs(intervals - round(intervals)) > 1e-6:
+        raise ValueError(
+            f"(tau_max - tau_min) / step must be a whole number, got ({tau_max} - {tau_min}) / {step}"
+        )
+    return [round(tau_min + step * i, 10) for i in range(round(intervals) + 1)]
+
+
+def _check_inputs(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    margins: torch.Tensor,
+    weights: torch.Tensor,
+    slice_dim: int,
+) -> None:
+    """Raise one clear TypeError/ValueError naming the first problem found."""
+    if not isinstance(embeddings, torch.Tensor):
+        raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if embeddings.dim() != 2:
+        raise ValueError(f"embeddings must have shape (B, N*d), got {tuple(embeddings.shape)}")
+    if not embeddings.is_floating_point():
+        raise TypeError(f"embeddings must be floating point, got {embeddings.dtype}")
+    batch, width = embeddings.shape
+    if batch == 0:
+        raise ValueError("empty batch: embeddings have 0 rows")
+    num_slices = margins.numel()
+    if width != num_slices * slice_dim:
+        raise ValueError(
+            f"embedding width {width} != number of margins ({num_slices}) x slice_dim ({slice_dim})"
+        )
+    if labels.dim() != 1 or labels.numel() != batch:
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    if labels.device != embeddings.device:
+        raise ValueError(f"labels on {labels.device} but embeddings on {embeddings.device}")
+    if weights.numel() != num_slices:
+        raise ValueError(f"got {weights.numel()} weights for {num_slices} margins")
+    if not torch.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or Inf")
+
+
+def _as_vector(values: Sequence[float] | torch.Tensor, name: str) -> torch.Tensor:
+    vector = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
+    if vector.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not torch.isfinite(vector).all() or (vector < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got {vector.tolist()}")
+    return vector
+
+
+def multi_threshold_triplet_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    margins: Sequence[float] | torch.Tensor,
+    slice_dim: int | None = None,
+    *,
+    dual: bool = True,
+    normalize: bool = True,
+    weights: Sequence[float] | torch.Tensor | None = None,
+    lam: float | None = None,
+    backend: str = "auto",
+    precision: str = "ieee",
+) -> TripletLossOutput:
+    """Multi-threshold batch-hard (dual) triplet loss, Mul-DML Eq. 2 / 10 and 9.
+
+    embeddings: (B, N·d) float (fp32/fp64/fp16/bf16); the N slices of d dims each get
+    margin τ_i = margins[i]. labels: (B,) integer class ids. slice_dim d defaults to
+    width / N. Returns λ·Σ_i w_i·loss_i with λ = 0.5/N (``lam`` overrides) and w_i = 1
+    (``weights`` overrides), plus diagnostics (see TripletLossOutput).
+    ``precision`` ("ieee" exact or "tf32") is the Triton backend's mining precision;
+    the hinge always uses exact fp32 distances.
+    """
+    margin_vec = _as_vector(margins, "margins")
+    num_slices = margin_vec.numel()
+    weight_vec = torch.ones(num_slices, dtype=torch.float64) if weights is None else _as_vector(weights, "weights")
+    if slice_dim is None:
+        width = embeddings.shape[-1] if isinstance(embeddings, torch.Tensor) and embeddings.dim() else 0
+        if width % num_slices:
+            raise ValueError(f"embedding width {width} is not a multiple of the number of margins ({num_slices})")
+        slice_dim = width // num_slices
+    if slice_dim < 1:
+        raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
+    _check_inputs(embeddings, labels, margin_vec, weight_vec, slice_dim)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    lam = 0.5 / num_slices if lam is None else float(lam)
+    if backend == "auto":
+        backend = "triton" if embeddings.is_cuda else "torch"
+
+    compute_dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    margin_vec = margin_vec.to(embeddings.device, compute_dtype)
+    weight_vec = weight_vec.to(embeddings.device, compute_dtype)
+    if backend == "reference":
+        return reference_triplet_loss(
+            embeddings, labels, margin_vec, slice_dim,
+            dual=dual, normalize=normalize, weights=weight_vec, lam=lam,
+        )
+    if backend == "torch":
+        return torch_triplet_loss(
+            embeddings, labels, margin_vec, weight_vec, lam, slice_dim, dual=dual, normalize=normalize
+        )
+    if not embeddings.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            "the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 set before import "
+            "for Triton's CPU interpreter); use backend='torch' on CPU"
+        )
+    from kernels.triplet import triton_triplet_loss  # imported lazily: it needs triton
+
+    return triton_triplet_loss(
+        embeddings, labels, margin_vec, weight_vec, lam, slice_dim,
+        dual=dual, normalize=normalize, precision=precision,
+    )
+
+
+class MultiThresholdTripletLoss(nn.Module):
+    """Mul-DML's multi-threshold (dual) triplet loss as a module.
+
+    The embedding (B, N·d) is cut into N slices of ``slice_dim`` dims; slice i is trained
+    with a batch-hard triplet loss of margin τ_i. Margins come from ``margins`` or from
+    the range [tau_min, tau_max] in steps of ``step`` (default 0.15…0.75 by 0.1: N = 7).
+    ``forward`` returns the scalar λ·Σ w_i·loss_i; ``last_output`` keeps the full
+    TripletLossOutput (per-slice losses, mined indices, active terms) for logging.
+    """
+
+    def __init__(
+        self,
+        margins: Sequence[float] | None = None,
+        tau_min: float = 0.15,
+        tau_max: float = 0.75,
+        step: float = 0.1,
+        slice_dim: int = 256,
+        dual: bool = True,
+        normalize: bool = True,
+        weights: Sequence[float] | None = None,
+        lam: float | None = None,
+        backend: str = "auto",
+        precision: str = "ieee",
+    ) -> None:
+        super().__init__()
+        margin_vec = _as_vector(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
+        if weights is not None and len(weights) != margin_vec.numel():
+            raise ValueError(f"got {len(weights)} weights for {margin_vec.numel()} margins")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if slice_dim < 1:
+            raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
+        self.margins: list[float] = margin_vec.tolist()
+        self.weights = None if weights is None else list(map(float, weights))
+        self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
+        self.lam, self.backend, self.precision = lam, backend, precision
+        self.last_output: TripletLossOutput | None = None
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.margins)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """embeddings: (B, N·d); labels: (B,). Returns the scalar loss."""
+        self.last_output = multi_threshold_triplet_loss(
+            embeddings, labels, self.margins, self.slice_dim,
+            dual=self.dual, normalize=self.normalize, weights=self.weights,
+            lam=self.lam, backend=self.backend, precision=self.precision,
+        )
+        return self.last_output.loss
+
+    def extra_repr(self) -> str:
+        margins = ", ".join(f"{m:g}" for m in self.margins)
+        return f"margins=[{margins}], slice_dim={self.slice_dim}, dual={self.dual}, normalize={self.normalize}, backend={self.backend!r}"

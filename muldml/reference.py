@@ -1,0 +1,89 @@
+"""The naive multi-threshold triplet loss: one slice at a time, full distance matrices.
+
+This is the oracle the fast backends are tested and benchmarked against. It is written
+for clarity, not speed or memory (it holds a B×B distance matrix per slice); run it in
+float64 for tests.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from muldml.outputs import TripletLossOutput
+
+NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize: x / max(‖x‖, eps)
+
+
+def safe_norm(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the last dim whose gradient is 0 (not NaN) at v = 0."""
+    sq = (v * v).sum(-1)
+    nonzero = sq > 0
+    return torch.where(nonzero, torch.where(nonzero, sq, 1.0).sqrt(), 0.0)
+
+
+def reference_triplet_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    margins: torch.Tensor,
+    slice_dim: int,
+    *,
+    dual: bool = True,
+    normalize: bool = True,
+    weights: torch.Tensor | None = None,
+    lam: float | None = None,
+    indices: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> TripletLossOutput:
+    """Multi-threshold batch-hard (dual) triplet loss, computed naively.
+
+    embeddings: (B, N·d); labels: (B,) integers; margins: (N,) τ_i; weights: (N,) w_i
+    (default 1); lam: λ (default 0.5/N). ``indices`` = (pos_idx, neg_idx), each (N, B),
+    replaces the mining with given triplets: tests use it to compare gradients at the
+    triplets a fast backend chose.
+    """
+    batch = embeddings.shape[0]
+    num_slices = margins.numel()
+    weights = torch.ones(num_slices, dtype=embeddings.dtype) if weights is None else weights
+    lam = 0.5 / num_slices if lam is None else lam
+    same = labels[:, None] == labels[None, :]
+    not_self = ~torch.eye(batch, dtype=torch.bool, device=labels.device)
+    is_pos, is_neg = same & not_self, ~same
+    valid = is_pos.any(1) & is_neg.any(1)
+    num_triplets = int(valid.sum())
+
+    slice_losses, pos_all, neg_all, active_all = [], [], [], []
+    for i in range(num_slices):
+        x = embeddings[:, i * slice_dim : (i + 1) * slice_dim]
+        if normalize:
+            x = F.normalize(x, dim=1, eps=NORMALIZE_EPS)
+        if indices is None:
+            with torch.no_grad():
+                dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+                # argmax/argmin return the first extremum: ties go to the lowest index.
+                pos = dist.masked_fill(~is_pos, float("-inf")).argmax(1)
+                neg = dist.masked_fill(~is_neg, float("inf")).argmin(1)
+        else:
+            pos = indices[0][i].clamp_min(0)
+            neg = indices[1][i].clamp_min(0)
+        d_ap = safe_norm(x - x[pos])
+        d_an = safe_norm(x - x[neg])
+        hinge = F.relu(d_ap - d_an + margins[i]) * valid
+        terms = [hinge]
+        if dual:  # the negative must also be farther from the positive than the anchor is
+            d_pn = safe_norm(x[pos] - x[neg])
+            terms.append(F.relu(d_ap - d_pn + margins[i]) * valid)
+        total = sum(t.sum() for t in terms)
+        slice_losses.append(total / (max(num_triplets, 1) * len(terms)))
+        active_all.append(sum(int((t > 0).sum()) for t in terms))
+        pos_all.append(torch.where(valid, pos, -1))
+        neg_all.append(torch.where(valid, neg, -1))
+
+    per_slice = torch.stack(slice_losses)
+    return TripletLossOutput(
+        loss=lam * (weights.to(per_slice.dtype) * per_slice).sum(),
+        slice_losses=per_slice.detach(),
+        pos_idx=torch.stack(pos_all),
+        neg_idx=torch.stack(neg_all),
+        num_active=torch.tensor(active_all),
+        num_triplets=torch.tensor(num_triplets),
+        dual=dual,
+    )

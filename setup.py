@@ -1,0 +1,35 @@
+"""Package metadata for muldml and its `muldml` console script."""
+from setuptools import find_packages, setup
+
+setup(
+    name="muldml",
+    version="0.1.0",
+    description=(
+        "Multi-threshold deep metric learning for facial expression recognition, "
+        "with fused Triton kernels for the multi-threshold (dual) triplet loss."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["muldml", "muldml.*", "kernels", "kernels.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "pillow>=9.0",
+        "tqdm>=4.60",
+        "requests>=2.0",
+        "matplotlib>=3.6",
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+        "triton>=3.0",
+    ],
+    extras_require={
+        "dev": [
+            "pytest==9.2.0",
+            "pytest-benchmark==5.3.1",
+            "hypothesis==6.170.17",
+            "pytorch-metric-learning==2.9.0",
+            "scikit-image==0.26.0",
+        ],
+    },
+    entry_points={"console_scripts": ["muldml=muldml.cli:main"]},
+)
