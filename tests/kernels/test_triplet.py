@@ -1,0 +1,61 @@
+"""The fused Triton kernels against the float64 reference.
+
+Without a GPU they run in Triton's interpreter (tests/conftest.py), which is slow: these
+cases are small, yet cross tile boundaries (64 anchors, 64 columns, 32 dims per step).
+"""
+import pytest
+import torch
+from hypothesis import given, settings
+from test_backend_torch import loss_cases
+from triplet_checks import check_against_reference, random_case
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on_device(x, labels):
+    return x.to(DEVICE), labels.to(DEVICE)
+
+
+@settings(max_examples=60)
+@given(case=loss_cases(max_batch=150, max_slices=4, max_dim=80))
+def test_matches_reference_property(case):
+    x, labels = random_case(case["seed"], case["batch"], case["num_slices"], case["slice_dim"],
+                            case["num_classes"], case["singletons"])
+    check_against_reference("triton", *on_device(x, labels), case["margins"], case["slice_dim"],
+                            dual=case["dual"], normalize=case["normalize"], grad_scale=case["grad_scale"])
+
+
+@pytest.mark.parametrize("batch,num_slices,slice_dim", [(130, 2, 45), (64, 3, 32), (17, 7, 100), (200, 1, 257)])
+@pytest.mark.parametrize("dual", [True, False])
+def test_exact_indices_on_separated_inputs(batch, num_slices, slice_dim, dual):
+    """Mined indices equal the reference's where no two candidates are near-tied."""
+    x, labels = random_case(batch * num_slices, batch, num_slices, slice_dim, 5)
+    check_against_reference("triton", *on_device(x, labels), [0.15 + 0.1 * i for i in range(num_slices)],
+                            slice_dim, dual=dual, normalize=True, grad_scale=0.5, exact_indices=True)
+
+
+@pytest.mark.parametrize("dtype,grad_rtol", [(torch.float16, 1e-2), (torch.bfloat16, 2e-2)])
+def test_half_precision_inputs(dtype, grad_rtol):
+    x, labels = random_case(11, 90, 2, 40, 4)
+    check_against_reference("triton", *on_device(x.to(dtype), labels), [0.25, 0.55], 40,
+                            dual=True, normalize=True, grad_rtol=grad_rtol)
+
+
+def test_non_contiguous_input():
+    x, labels = random_case(12, 70, 3, 20, 4)
+    wide = torch.randn(70, 2 * 60).to(DEVICE)
+    wide[:, ::2] = x.to(DEVICE)
+    strided = wide[:, ::2]  # column stride 2
+    assert not strided.is_contiguous()
+    check_against_reference("triton", strided, labels.to(DEVICE), [0.2, 0.4, 0.6], 20, dual=True,
+                            normalize=True, grad_scale=3.0)
+    transposed = x.to(DEVICE).t().contiguous().t()  # row stride 1
+    check_against_reference("triton", transposed, labels.to(DEVICE), [0.2, 0.4, 0.6], 20, dual=False,
+                            normalize=False)
+
+
+def test_tf32_mining_keeps_exact_hinge():
+    """tf32 only ranks candidates; the loss is formed from exact distances of valid triplets."""
+    x, labels = random_case(13, 80, 2, 48, 5)
+    check_against_reference("triton", *on_device(x, labels), [0.3, 0.7], 48, dual=True, normalize=True,
+                            precision="tf32", mining_atol=5e-3)

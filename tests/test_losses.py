@@ -1,0 +1,156 @@
+"""Public API: margins, the module, dispatch, edge cases on every backend, bad input."""
+import pytest
+import torch
+from triplet_checks import check_against_reference, random_case
+
+from muldml import MultiThresholdTripletLoss, multi_threshold_triplet_loss, threshold_range
+
+BACKENDS = ["reference", "torch", "triton"]
+
+
+def run(backend, x, labels, margins, slice_dim, **kwargs):
+    if backend == "reference":
+        x = x.double()
+    x = x.detach().requires_grad_(True)
+    out = multi_threshold_triplet_loss(x, labels, margins, slice_dim, backend=backend, **kwargs)
+    (grad,) = torch.autograd.grad(out.loss, x)
+    return out, grad
+
+
+def test_threshold_range_matches_paper_defaults():
+    assert threshold_range() == [0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75]
+    assert threshold_range(0.45, 0.45, 0.1) == [0.45]
+    assert threshold_range(0.1, 0.9, 0.2) == [0.1, 0.3, 0.5, 0.7, 0.9]
+    with pytest.raises(ValueError, match="whole number"):
+        threshold_range(0.15, 0.75, 0.25)
+    with pytest.raises(ValueError, match="tau_min"):
+        threshold_range(0.8, 0.2, 0.1)
+
+
+def test_module_defaults_and_logging_fields():
+    loss_fn = MultiThresholdTripletLoss(slice_dim=8)
+    assert loss_fn.num_slices == 7 and loss_fn.margins[0] == 0.15
+    x, labels = random_case(0, 32, 7, 8, 4)
+    loss = loss_fn(x, labels)
+    out = loss_fn.last_output
+    assert loss is out.loss and out.slice_losses.shape == (7,)
+    assert out.pos_idx.shape == (7, 32) and out.neg_idx.shape == (7, 32)
+    assert out.num_active.shape == (7,) and 0 < float(out.active_fraction.max()) <= 1
+    # λ = 0.5/N and w_i = 1 by default.
+    assert float(loss) == pytest.approx(0.5 / 7 * float(out.slice_losses.sum()), rel=1e-6)
+    assert "0.15" in repr(loss_fn)
+
+
+def test_weights_and_lambda_override():
+    x, labels = random_case(1, 40, 3, 5, 4)
+    base = multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], 5, backend="torch")
+    scaled = multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], 5, weights=[2, 0, 1], lam=1.0, backend="torch")
+    expected = 2 * base.slice_losses[0] + base.slice_losses[2]
+    assert float(scaled.loss) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_auto_backend_is_torch_on_cpu_tensors():
+    x, labels = random_case(2, 24, 2, 6, 3)
+    auto = multi_threshold_triplet_loss(x, labels, [0.2, 0.4], backend="auto")
+    torch_out = multi_threshold_triplet_loss(x, labels, [0.2, 0.4], backend="torch")
+    assert torch.equal(auto.loss, torch_out.loss)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["single_sample", "one_class", "all_singletons"])
+def test_no_triplets_gives_zero_loss_and_gradient(backend, case):
+    batch = 1 if case == "single_sample" else 12
+    labels = {"single_sample": torch.tensor([3]), "one_class": torch.zeros(12, dtype=torch.long),
+              "all_singletons": torch.arange(12)}[case]
+    x, _ = random_case(4, batch, 2, 20, 2)
+    for dual in (True, False):
+        out, grad = run(backend, x, labels, [0.3, 0.5], 20, dual=dual)
+        assert int(out.num_triplets) == 0 and float(out.loss) == 0.0
+        assert torch.count_nonzero(grad) == 0 and torch.isfinite(grad).all()
+        assert (out.pos_idx == -1).all() and (out.neg_idx == -1).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_duplicate_and_zero_embeddings_have_finite_gradients(backend, normalize):
+    x, labels = random_case(5, 16, 2, 8, 3)
+    x[1] = x[0]
+    x[2] = x[0]  # three identical rows: distance 0 between them
+    x[3] = 0.0  # a zero row: normalisation clamps its norm at eps
+    labels[:3] = labels[0]
+    out, grad = run(backend, x, labels, [0.2, 0.6], 8, normalize=normalize)
+    assert torch.isfinite(out.loss) and torch.isfinite(grad).all()
+    same, _ = run(backend, torch.ones(6, 16), torch.tensor([0, 0, 0, 1, 1, 1]), [0.2, 0.6], 8,
+                  normalize=normalize)
+    # All points coincide: every hinge equals τ, yet d = 0 gives no gradient.
+    assert float(same.slice_losses[0]) == pytest.approx(0.2) and float(same.slice_losses[1]) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_go_to_the_lowest_index(backend):
+    """Equal distances, within a tile and across tiles of the Triton kernel (64 columns)."""
+    batch = 150
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(batch, 16, generator=gen)
+    labels = torch.arange(batch) % 10 + 1
+    labels[0] = 0
+    # Anchor 0's positives: rows 5, 70 and 140 are the same point, far from it; others near.
+    labels[[5, 70, 140, 3]] = 0
+    x[0] = torch.ones(16)
+    x[3] = torch.ones(16) * 1.01
+    x[[5, 70, 140]] = -torch.ones(16)
+    # Its nearest negatives: rows 100 and 9 coincide, 64 columns apart; row 120 another one.
+    x[[9, 100, 120]] = torch.ones(16) * 0.999
+    x[120, 0] = 0.5
+    out, _ = run(backend, x, labels, [0.3], 16, normalize=False)
+    assert int(out.pos_idx[0, 0]) == 5
+    assert int(out.neg_idx[0, 0]) == 9
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_backends_agree_on_paper_sized_slices(backend):
+    """N = 7 slices of d = 256 (the paper's layer), margins 0.15…0.75, a batch of 96."""
+    x, labels = random_case(8, 96, 7, 256, 7)
+    check_against_reference(backend, x, labels, threshold_range(), 256, dual=True, normalize=True,
+                            grad_scale=1.3, exact_indices=True)
+
+
+@pytest.mark.parametrize(
+    "make_args,error,message",
+    [
+        (lambda x, y: (x[:, :-1], y), ValueError, "width 23 != number of margins"),
+        (lambda x, y: (x[:0], y[:0]), ValueError, "empty batch"),
+        (lambda x, y: (x, y[:-1]), ValueError, "labels must have shape"),
+        (lambda x, y: (x, y.float()), TypeError, "integer tensor"),
+        (lambda x, y: (x.long(), y), TypeError, "floating point"),
+        (lambda x, y: (x[0], y), ValueError, r"shape \(B, N\*d\)"),
+        (lambda x, y: (x.numpy(), y), TypeError, "must be a torch.Tensor"),
+        (lambda x, y: (torch.where(torch.arange(24) == 5, float("nan"), x), y), ValueError, "NaN or Inf"),
+        (lambda x, y: (torch.where(torch.arange(24) == 5, float("inf"), x), y), ValueError, "NaN or Inf"),
+    ],
+)
+def test_bad_input_names_the_problem(make_args, error, message):
+    x, labels = random_case(9, 10, 3, 8, 3)
+    args = make_args(x, labels)
+    with pytest.raises(error, match=message):
+        multi_threshold_triplet_loss(*args, [0.1, 0.2, 0.3], 8, backend="torch")
+
+
+def test_bad_options_name_the_problem():
+    x, labels = random_case(10, 10, 3, 8, 3)
+    with pytest.raises(ValueError, match="not a multiple of the number of margins"):
+        multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3, 0.4, 0.5])
+    with pytest.raises(ValueError, match="width 24 != number of margins \\(2\\)"):
+        multi_threshold_triplet_loss(x, labels, [0.1, 0.2], 8)
+    with pytest.raises(ValueError, match="2 weights for 3 margins"):
+        multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], weights=[1, 1])
+    with pytest.raises(ValueError, match="margins must be finite and >= 0"):
+        multi_threshold_triplet_loss(x, labels, [0.1, -0.2, 0.3])
+    with pytest.raises(ValueError, match="margins must not be empty"):
+        multi_threshold_triplet_loss(x, labels, [])
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], backend="cuda")
+    with pytest.raises(ValueError, match="unknown precision"):
+        multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], precision="fp8")
+    with pytest.raises(ValueError, match="2 weights for 7 margins"):
+        MultiThresholdTripletLoss(weights=[1, 2])

@@ -1,0 +1,134 @@
+"""Checks shared by the loss tests: a backend against the float64 reference."""
+from __future__ import annotations
+
+import torch
+
+from muldml.losses import multi_threshold_triplet_loss
+from muldml.reference import NORMALIZE_EPS, reference_triplet_loss
+
+
+def random_case(
+    seed: int, batch: int, num_slices: int, slice_dim: int, num_classes: int, singletons: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian embeddings (B, N·d) and labels with `singletons` classes of one sample."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, num_slices * slice_dim, generator=gen, dtype=torch.float64).to(dtype)
+    labels = torch.randint(0, num_classes, (batch,), generator=gen)
+    for k in range(min(singletons, batch)):
+        labels[k] = num_classes + k
+    return x, labels
+
+
+def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool) -> torch.Tensor:
+    """(N, B, B) exact float64 distances of each slice."""
+    x = x.detach().double().reshape(x.shape[0], num_slices, slice_dim).transpose(0, 1)
+    if normalize:
+        x = torch.nn.functional.normalize(x, dim=2, eps=NORMALIZE_EPS)
+    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def min_hinge_gap(dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margins, dual: bool) -> float:
+    """Smallest |pre-activation| over all hinge terms: how close the case is to a kink."""
+    valid = pos >= 0
+    if not valid.any():
+        return float("inf")
+    p, n = pos.clamp_min(0), neg.clamp_min(0)
+    tau = torch.as_tensor(margins, dtype=torch.float64)[:, None]
+    d_ap = dist.gather(2, p[..., None])[..., 0]
+    d_an = dist.gather(2, n[..., None])[..., 0]
+    gaps = [(d_ap - d_an + tau)[valid]]
+    if dual:
+        d_pn = torch.stack([dist[i][p[i], n[i]] for i in range(dist.shape[0])])
+        gaps.append((d_ap - d_pn + tau)[valid])
+    return float(torch.cat(gaps).abs().min())
+
+
+def check_against_reference(
+    backend: str,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    margins: list[float],
+    slice_dim: int,
+    *,
+    dual: bool,
+    normalize: bool,
+    weights: list[float] | None = None,
+    lam: float | None = None,
+    grad_scale: float = 1.0,
+    exact_indices: bool = False,
+    loss_rtol: float = 1e-5,
+    grad_rtol: float = 1e-4,
+    mining_atol: float = 1e-4,
+    kink_tol: float = 1e-5,
+    **kwargs,
+):
+    """Assert a backend equals the float64 reference on loss, triplets and gradient.
+
+    The mined triplets must be valid and hardest up to `mining_atol` in distance (equal
+    indices when `exact_indices`); loss and gradient (of grad_scale·loss, i.e. with
+    grad_output ≠ 1) are compared with the reference evaluated at the backend's triplets,
+    so near-ties that fp32 mining may break either way do not make the test flaky.
+    Where a hinge term lies within `kink_tol` of its kink, fp32 and float64 may disagree on
+    whether it is active: there only the loss (continuous) is compared, not the gradient.
+    Returns the backend's output.
+    """
+    num_slices = len(margins)
+    x = x.detach().requires_grad_(True)
+    out = multi_threshold_triplet_loss(
+        x, labels, margins, slice_dim, dual=dual, normalize=normalize, weights=weights, lam=lam,
+        backend=backend, **kwargs,
+    )
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    (grad,) = torch.autograd.grad(out.loss * grad_scale, x)
+    assert grad.shape == x.shape and grad.dtype == x.dtype and torch.isfinite(grad).all()
+
+    x64 = x.detach().double().requires_grad_(True)
+    ref_args = dict(dual=dual, normalize=normalize, lam=lam,
+                    weights=None if weights is None else torch.tensor(weights, dtype=torch.float64))
+    tau = torch.tensor(margins, dtype=torch.float64)
+    mined = reference_triplet_loss(x64, labels, tau, slice_dim, **ref_args)
+
+    # Triplets: same anchors valid, p* a positive and n* a negative, both hardest.
+    pos, neg = out.pos_idx.cpu(), out.neg_idx.cpu()
+    assert torch.equal(pos < 0, mined.pos_idx < 0) and torch.equal(neg < 0, mined.neg_idx < 0)
+    assert int(out.num_triplets) == int(mined.num_triplets)
+    if exact_indices:
+        assert torch.equal(pos, mined.pos_idx), "hardest positives differ from the reference"
+        assert torch.equal(neg, mined.neg_idx), "hardest negatives differ from the reference"
+    valid = pos >= 0
+    if valid.any():
+        lab = labels.cpu()
+        a = torch.arange(x.shape[0]).expand_as(pos)[valid]
+        assert (lab[pos[valid]] == lab[a]).all() and (pos[valid] != a).all()
+        assert (lab[neg[valid]] != lab[a]).all()
+        dist = slice_distances(x, num_slices, slice_dim, normalize)
+        chosen_p = dist.gather(2, pos.clamp_min(0)[..., None])[..., 0][valid]
+        best_p = dist.gather(2, mined.pos_idx.clamp_min(0)[..., None])[..., 0][valid]
+        chosen_n = dist.gather(2, neg.clamp_min(0)[..., None])[..., 0][valid]
+        best_n = dist.gather(2, mined.neg_idx.clamp_min(0)[..., None])[..., 0][valid]
+        assert (chosen_p >= best_p - mining_atol).all(), "a positive that is not the hardest"
+        assert (chosen_n <= best_n + mining_atol).all(), "a negative that is not the hardest"
+
+    # Loss and gradient at the backend's triplets.
+    ref = reference_triplet_loss(x64, labels, tau, slice_dim, indices=(pos, neg), **ref_args)
+    (ref_grad,) = torch.autograd.grad(ref.loss * grad_scale, x64)
+    ref_loss = float(ref.loss.detach())
+    assert abs(float(out.loss.detach()) - ref_loss) <= loss_rtol * abs(ref_loss) + 1e-7, (float(out.loss.detach()), ref_loss)
+    torch.testing.assert_close(out.slice_losses.double().cpu(), ref.slice_losses, rtol=loss_rtol, atol=1e-7)
+    dist = slice_distances(x, num_slices, slice_dim, normalize)
+    if min_hinge_gap(dist, pos, neg, margins, dual) < kink_tol:
+        return out
+    assert torch.equal(out.num_active.cpu(), ref.num_active)
+    # Rounding floor: each active term adds a unit-direction vector of size |c| (divided by
+    # ‖x‖ through the normalisation); where they cancel (‖g_ref‖ ≈ 0) that is what remains.
+    terms = 2 if dual else 1
+    coef = abs(grad_scale) * (0.5 / num_slices if lam is None else lam) * max(weights or [1.0])
+    coef /= max(int(mined.num_triplets), 1) * terms
+    if normalize:
+        norms = x.detach().double().reshape(x.shape[0], num_slices, slice_dim).norm(dim=2)
+        coef /= max(float(norms.min()), 1e-12)
+    floor = 1e-5 * coef * (3 * int(ref.num_active.sum())) ** 0.5
+    err = (grad.double() - ref_grad).norm()
+    assert err <= grad_rtol * ref_grad.norm() + floor, f"gradient error {float(err):.3g} vs |g_ref| {float(ref_grad.norm()):.3g}"
+    return out
