@@ -1,0 +1,63 @@
+"""What users would run instead of muldml's loss, written the way they would write it.
+
+- ``pml_loop``: pytorch-metric-learning's BatchHardMiner + TripletMarginLoss, one slice
+  at a time (traditional loss only: PML has no dual term).
+- ``vectorised``: plain PyTorch over all slices at once with full (N, B, B) distance
+  matrices, autograd through cdist; ``compiled`` is the same under torch.compile.
+- ``gram_floor``: only the N Gram matrices E_i·E_iᵀ, the least any exact method computes.
+"""
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+
+
+def pml_loop(x: torch.Tensor, labels: torch.Tensor, margins: list[float], slice_dim: int) -> torch.Tensor:
+    """Σ_i λ·loss_i with PML's miner and loss per slice (x: (B, N·d))."""
+    from pytorch_metric_learning import distances, losses, miners, reducers
+
+    distance = distances.LpDistance(normalize_embeddings=True, p=2, power=1)
+    miner = miners.BatchHardMiner(distance=distance)
+    total = x.new_zeros(())
+    for i, margin in enumerate(margins):
+        e = x[:, i * slice_dim : (i + 1) * slice_dim]
+        loss_fn = losses.TripletMarginLoss(margin=margin, distance=distance, reducer=reducers.MeanReducer())
+        total = total + loss_fn(e, labels, miner(e, labels))
+    return 0.5 / len(margins) * total
+
+
+def vectorised(
+    x: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, slice_dim: int, dual: bool = False
+) -> torch.Tensor:
+    """Batch-hard multi-threshold triplet loss through full (N, B, B) distance matrices."""
+    batch, num_slices = x.shape[0], margins.numel()
+    s = F.normalize(x.reshape(batch, num_slices, slice_dim).transpose(0, 1), dim=2)
+    dist = torch.cdist(s, s)
+    same = labels[:, None] == labels[None, :]
+    is_pos = same & ~torch.eye(batch, dtype=torch.bool, device=x.device)
+    d_ap, p = dist.masked_fill(~is_pos, float("-inf")).max(-1)
+    d_an, n = dist.masked_fill(same, float("inf")).min(-1)
+    valid = is_pos.any(1) & (~same).any(1)
+    d_ap, d_an = torch.where(valid, d_ap, 0.0), torch.where(valid, d_an, 0.0)
+    hinge = F.relu(d_ap - d_an + margins[:, None]) * valid
+    terms = 1
+    if dual:
+        d_pn = dist[torch.arange(num_slices, device=x.device)[:, None], p, n]
+        hinge = hinge + F.relu(d_ap - d_pn + margins[:, None]) * valid
+        terms = 2
+    per_slice = hinge.sum(1) / (valid.sum().clamp_min(1) * terms)
+    return 0.5 / num_slices * per_slice.sum()
+
+
+@cache
+def compiled():
+    """``vectorised`` under torch.compile (built once per process)."""
+    return torch.compile(vectorised, dynamic=False)
+
+
+def gram_floor(x: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, slice_dim: int) -> torch.Tensor:
+    """Only the N Gram matrices E_i·E_iᵀ, summed so that backward has something to do."""
+    s = x.reshape(x.shape[0], margins.numel(), slice_dim).transpose(0, 1)
+    return torch.bmm(s, s.transpose(1, 2)).sum()

@@ -1,0 +1,47 @@
+"""The benchmark tools run end to end (CPU smoke runs; speed is measured in bench/, not here)."""
+import importlib.util
+import json
+import os
+import sys
+
+import torch
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peers_compute_the_same_loss_as_the_reference():
+    from muldml.losses import multi_threshold_triplet_loss
+
+    peers = load("peers")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3 * 16, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 5, (60,), generator=gen)
+    margins = [0.1, 0.4, 0.7]
+    for dual in (False, True):
+        expected = multi_threshold_triplet_loss(x, labels, margins, 16, dual=dual, backend="reference").loss
+        got = peers.vectorised(x, labels, torch.tensor(margins, dtype=torch.float64), 16, dual=dual)
+        assert abs(float(got) - float(expected)) < 1e-10
+    traditional = multi_threshold_triplet_loss(x, labels, margins, 16, dual=False, backend="reference").loss
+    assert abs(float(peers.pml_loop(x, labels, margins, 16)) - float(traditional)) < 1e-6
+
+
+def test_gpu_sweep_smoke_run_on_cpu(tmp_path):
+    sweep = load("gpu_sweep")
+    methods = "triton-ieee,torch-backend,reference,pml-loop,vectorised"
+    assert sweep.main(["--device", "cpu", "--batches", "20,70", "--repeats", "1", "--slice-dim", "16",
+                       "--methods", methods, "--out", str(tmp_path)]) == 0
+    (report_path,) = tmp_path.glob("*.json")
+    report = json.loads(report_path.read_text())
+    assert report["kernel_check_B512"]["grad_rel_err"] < 1e-4
+    rows = report["rows"]
+    assert len(rows) == 2 * 5 and all(r["full_ms"] > 0 for r in rows)
+    assert all(r["distance_tflops"] > 0 for r in rows if r["method"] == "triton-ieee")
+    assert report_path.with_suffix(".png").stat().st_size > 1000
