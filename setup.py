@@ -18,6 +18,7 @@ setup(
         "tqdm>=4.60",
         "requests>=2.0",
         "matplotlib>=3.6",
+        "pyyaml>=6.0",
         "torch>=2.4,<2.15",
         "torchvision>=0.19,<0.30",
         "triton>=3.0",

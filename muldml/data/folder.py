@@ -1,0 +1,110 @@
+"""Image-folder datasets with subject ids: the form every FER dataset is read into.
+
+A dataset folder holds one sub-folder per class (``root/<class>/<file>``) and optionally
+``manifest.csv`` with columns ``path,label,subject[,split]`` (path relative to root),
+which is then authoritative. Subjects drive subject-independent splits.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from muldml.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: its file, class index, subject id (None if unknown) and official split."""
+
+    path: Path
+    label: int
+    subject: str | None = None
+    split: str | None = None
+
+
+def scan_folder(
+    root: str | Path, classes: Sequence[str] | None = None, subject_regex: str | None = None
+) -> tuple[list[Sample], list[str]]:
+    """Read a dataset folder into samples and its class names (see the module doc).
+
+    ``classes`` fixes the class order (default: manifest order or sorted folder names);
+    ``subject_regex`` extracts the subject from file names via its first group.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder not found: {root}")
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        rows = _read_manifest(manifest)
+        names = list(classes) if classes else list(dict.fromkeys(sorted(r["label"] for r in rows)))
+    else:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = list(classes) if classes else [p.name for p in folders]
+        rows = [
+            {"path": str(f.relative_to(root)), "label": folder.name}
+            for folder in folders
+            for f in sorted(folder.iterdir())
+            if f.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    if not rows:
+        raise UserError(f"no images found in {root} (expected <class>/<image> folders or manifest.csv)")
+    pattern = re.compile(subject_regex) if subject_regex else None
+    index = {name: i for i, name in enumerate(names)}
+    samples = []
+    for row in rows:
+        if row["label"] not in index:
+            raise UserError(f"{root}: label {row['label']!r} of {row['path']} is not one of {names}")
+        subject = row.get("subject") or None
+        if pattern is not None:
+            match = pattern.search(Path(row["path"]).name)
+            subject = match.group(1) if match else subject
+        samples.append(Sample(root / row["path"], index[row["label"]], subject, row.get("split") or None))
+    return samples, names
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        rows = [r for r in reader if r.get("status", "ok") in ("ok", "no_face")]
+    return rows
+
+
+def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
+    counts = [0] * num_classes
+    for s in samples:
+        counts[s.label] += 1
+    return counts
+
+
+def load_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """Open an image as RGB (or ``mode``), with a clear error for unreadable files."""
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Samples → (image tensor (C, H, W) float in [0, 1] after ``transform``, label)."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, mode: str = "RGB") -> None:
+        self.samples, self.transform, self.mode = list(samples), transform, mode
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.samples[i]
+        return self.transform(load_image(s.path, self.mode)), s.label

@@ -1,0 +1,71 @@
+"""`muldml demo`: generated faces, cnn (softmax only) vs mul-dml, side by side.
+
+Generates the built-in demo faces (identities that dominate pixel distance over
+expressions, the problem of the paper's Fig. 1), splits them by subject, trains both
+presets from scratch with the same settings and writes runs/demo/report.md with both
+models' accuracies, confusion matrices and curves. Rerunning resumes and reuses the data.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from muldml import io as atomic
+from muldml.config import preset_config
+from muldml.data.classes import EXPRESSIONS
+from muldml.data.folder import scan_folder
+from muldml.data.splits import subject_holdout
+from muldml.evaluate import compute_metrics, predict, write_report
+from muldml.train import model_from_checkpoint, resolve_device, train
+
+DEMO_PRESETS = ("cnn", "mul-dml")
+# From scratch on 64-px faces: a larger learning rate than the paper's fine-tuning 5e-6.
+DEMO_SETTINGS = dict(lr=1e-3, batch_size=96, image_size=64, epochs=12, seed=0)
+DEMO_SUBJECTS = 60
+DEMO_IMAGES_PER_EXPRESSION = 2
+
+
+def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects: int | None = None,
+             progress: bool = True) -> dict[str, dict]:
+    """Run the demo into `out`; returns each preset's validation metrics."""
+    from muldml.data.synthetic import write_demo_dataset
+    from muldml.train import check_writable
+
+    out = Path(out)
+    check_writable(out)
+    data = write_demo_dataset(out / "data", num_subjects=subjects or DEMO_SUBJECTS,
+                              images_per_expression=DEMO_IMAGES_PER_EXPRESSION, size=64, seed=0, progress=progress)
+    samples, classes = scan_folder(data, EXPRESSIONS)
+    train_idx, val_idx = subject_holdout(samples, val_fraction=0.25, seed=0)
+    train_samples, val_samples = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    print(f"demo faces: {len(samples)} images of {len({s.subject for s in samples})} identities; "
+          f"{len(train_samples)} train / {len(val_samples)} validation (subject-independent)")
+
+    results, histories = {}, {}
+    for preset in DEMO_PRESETS:
+        settings = DEMO_SETTINGS | ({"epochs": epochs} if epochs else {})
+        cfg = preset_config(preset, **settings)
+        cfg.classes = list(classes)
+        state = train(cfg, train_samples, val_samples, out / preset, resume=True, progress=progress)
+        model, cfg = model_from_checkpoint(state)
+        preds = predict(model, val_samples, cfg, resolve_device(cfg.device))
+        results[preset] = compute_metrics([s.label for s in val_samples], preds, classes)
+        histories[preset] = state["history"]
+        write_report(out / preset, cfg, results[preset], state["history"], f"demo: {preset}")
+
+    table = ["| model | accuracy | " + " | ".join(classes) + " |", "|---" * (len(classes) + 2) + "|"]
+    for preset, m in results.items():
+        recalls = " | ".join(f"{100 * r:.0f}%" if r is not None else "—" for r in m["per_class_recall"].values())
+        table.append(f"| {preset} | {100 * m['accuracy']:.1f}% | {recalls} |")
+    lines = ["# muldml demo: softmax only vs Mul-DML on generated faces", "",
+             f"{len(train_samples)} training and {len(val_samples)} validation images, subject-independent; "
+             f"{DEMO_SETTINGS['image_size']}-px faces, {histories[DEMO_PRESETS[0]][-1]['epoch']} epochs from scratch, "
+             f"Adam lr {DEMO_SETTINGS['lr']}, batch {DEMO_SETTINGS['batch_size']}. Per-class columns are recall.", "",
+             *table, ""]
+    for preset in DEMO_PRESETS:
+        lines += [f"## {preset}", "", f"![{preset} confusion]({preset}/confusion.png)", "",
+                  f"![{preset} curves]({preset}/curves.png)", ""]
+    atomic.write_text(out / "report.md", "\n".join(lines))
+    print()
+    print("\n".join(table))
+    print(f"\nreport: {out / 'report.md'}")
+    return results

@@ -1,0 +1,37 @@
+import pytest
+from fixtures import make_image_folder
+
+from muldml.data.folder import FaceDataset, scan_folder
+from muldml.data.augment import eval_transform
+from muldml.errors import UserError
+
+
+def test_scan_folder_classes_subjects_and_loading(tmp_path):
+    root = make_image_folder(tmp_path / "d", subjects=3, per_subject=2)
+    samples, classes = scan_folder(root, subject_regex=r"^(S\d+)_")
+    assert classes == ["anger", "happiness", "surprise"] and len(samples) == 18
+    assert {s.subject for s in samples} == {"S000", "S001", "S002"}
+    assert all(classes[s.label] in s.path.name for s in samples)
+    image, label = FaceDataset(samples, eval_transform(32))[0]
+    assert image.shape == (3, 30, 30) and image.min() >= -1 and image.max() <= 1 and label == samples[0].label
+
+
+def test_manifest_is_authoritative(tmp_path):
+    root = make_image_folder(tmp_path / "d", subjects=2, per_subject=1)
+    (root / "manifest.csv").write_text("path,label,subject,split\nanger/S000_anger_0.png,anger,A,train\n"
+                                       "happiness/S001_happiness_0.png,happiness,B,test\n")
+    samples, classes = scan_folder(root)
+    assert [(s.subject, s.split) for s in samples] == [("A", "train"), ("B", "test")]
+    assert classes == ["anger", "happiness"]
+
+
+def test_bad_folders_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="data folder not found"):
+        scan_folder(tmp_path / "missing")
+    (tmp_path / "empty" / "anger").mkdir(parents=True)
+    with pytest.raises(UserError, match="no images found"):
+        scan_folder(tmp_path / "empty")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.csv").write_text("file,label\nx.png,anger\n")
+    with pytest.raises(UserError, match="missing column"):
+        scan_folder(tmp_path / "m")
