@@ -202,7 +202,7 @@ def run_epoch(model, triplet_loss, loader, device, optimizer=None, progress=None
             meter.add(out.logits, labels, ce.detach(), triplet)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{float(loss):.3f}", acc=f"{meter.correct / meter.samples:.2f}")
+                progress.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{meter.correct / meter.samples:.2f}")
     return meter
 
 

@@ -55,6 +55,9 @@ def subject_holdout(samples: Sequence[Sample], val_fraction: float = 0.2, seed: 
     """(train, val) sample indices, subject-disjoint, about `val_fraction` of subjects in val."""
     if not 0 < val_fraction < 1:
         raise UserError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    folds = max(2, round(1 / val_fraction))
+    subjects = len(_groups(samples))
+    if subjects < 2:
+        raise UserError("a subject-independent split needs at least 2 subjects")
+    folds = min(max(2, round(1 / val_fraction)), subjects)  # few subjects: one of them, at least
     val = set(subject_kfold(samples, folds, seed)[0])
     return [i for i in range(len(samples)) if i not in val], sorted(val)

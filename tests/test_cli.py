@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import torch
+from fixtures import make_image_folder
+
+from muldml.cli import main
+
+SMALL = ["--epochs", "2", "--batch-size", "8", "--image-size", "32", "--lr", "0.001", "--slice-dim", "8",
+         "--tau-min", "0.25", "--tau-max", "0.45", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("cli") / "faces", subjects=4, per_subject=2)
+
+
+def test_train_then_evaluate(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "mul-dml", "--data", str(data), "--out", str(run),
+                 "--subject-regex", r"^(S\d+)_", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "margins [0.25, 0.35, 0.45]" in out and "validation accuracy" in out
+    for name in ("checkpoint.pt", "history.csv", "report.md", "confusion.png", "curves.png", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--quiet"]) == 0
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 24 and metrics["classes"] == ["anger", "happiness", "surprise"]
+
+
+def test_config_file_then_command_line_overrides(data, tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"preset": "mul-dml-same", "tau_star": 0.65, "epochs": 5}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--data", str(data), "--out", str(run),
+                 *SMALL, "--epochs", "1"]) == 0
+    cfg = torch.load(run / "checkpoint.pt", weights_only=False)["config"]
+    assert cfg["preset"] == "mul-dml-same" and cfg["tau_star"] == 0.65 and cfg["epochs"] == 1
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["demo"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0 and "usage: muldml" in capsys.readouterr().out
+
+
+def test_bad_input_one_line_and_exit_2(data, tmp_path, capsys):
+    cases = [
+        (["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], "data folder not found"),
+        (["train", "--data", str(data), "--out", str(tmp_path / "r"), "--tau-step", "0.25"], "whole number"),
+        (["evaluate", "--checkpoint", str(tmp_path / "r"), "--data", str(data)], "checkpoint not found"),
+    ]
+    (tmp_path / "empty").mkdir()
+    cases.append((["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")], "no images found"))
+    (tmp_path / "trunc").mkdir()
+    (tmp_path / "trunc" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    cases.append((["evaluate", "--checkpoint", str(tmp_path / "trunc"), "--data", str(data)], "unreadable"))
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("muldml: error:") and message in err and len(err.splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "nope", "--data", str(data), "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
