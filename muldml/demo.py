@@ -19,9 +19,9 @@ from muldml.train import model_from_checkpoint, resolve_device, train
 
 DEMO_PRESETS = ("cnn", "mul-dml")
 # From scratch on 64-px faces: a larger learning rate than the paper's fine-tuning 5e-6.
-DEMO_SETTINGS = dict(lr=1e-3, batch_size=96, image_size=64, epochs=12, seed=0)
+DEMO_SETTINGS = dict(lr=1e-3, batch_size=96, image_size=64, epochs=25, seed=0)
 DEMO_SUBJECTS = 60
-DEMO_IMAGES_PER_EXPRESSION = 2
+DEMO_IMAGES_PER_EXPRESSION = 3
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects: int | None = None,
