@@ -113,7 +113,7 @@ def check_kernel(device: str, margins: list[float], slice_dim: int) -> dict:
         out[backend] = (o, xx.grad)
     (ot, gt), (oc, gc) = out["triton"], out["torch"]
     return {
-        "loss_rel_err": abs(float(ot.loss) - float(oc.loss)) / max(abs(float(oc.loss)), 1e-12),
+        "loss_rel_err": abs(float(ot.loss.detach()) - float(oc.loss.detach())) / max(abs(float(oc.loss.detach())), 1e-12),
         "grad_rel_err": float((gt - gc).norm() / gc.norm().clamp_min(1e-12)),
         "same_pos_idx": bool(torch.equal(ot.pos_idx, oc.pos_idx)),
         "same_neg_idx": bool(torch.equal(ot.neg_idx, oc.neg_idx)),

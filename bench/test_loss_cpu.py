@@ -50,4 +50,4 @@ def test_forward_backward(benchmark, method, batch):
 
     benchmark.group = f"B={batch}"
     benchmark.extra_info.update(batch=batch, slices=len(MARGINS), slice_dim=SLICE_DIM, threads=torch.get_num_threads())
-    benchmark.pedantic(step, rounds=ROUNDS[batch], warmup_rounds=1)
+    benchmark.pedantic(step, rounds=ROUNDS[batch], warmup_rounds=3 if batch < 2048 else 1)
