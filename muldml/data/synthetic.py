@@ -1,14 +1,17 @@
-"""Built-in demo faces: procedurally drawn identities showing the 7 basic expressions.
+"""Built-in demo faces: procedurally drawn people showing the 7 basic expressions.
 
-Identity (background, skin tone, face shape, hair, eye spacing, nose, glasses) covers
-most of the pixels; expression (mouth curve and opening, brow angle and height, eye
-opening) only a few. So raw pixel distance says more about who than about how they
-feel, the problem of the paper's Fig. 1, and a metric must be learnt. Each image adds
-pose (in-plane rotation, scale, shift), a lighting gradient and noise.
+Who someone is (background, skin tone, face shape, hair, shirt, eye spacing, nose,
+glasses) covers most of the pixels; how they feel (mouth curve and opening, brow height
+and angle, eye opening, a wrinkled nose) only a few. So raw pixel distance says more
+about who than about how, the problem of the Mul-DML paper's Fig. 1, and a useful
+metric has to be learnt. Every image adds pose (in-plane rotation, scale, shift), a
+lighting gradient, pixel noise and a random expression intensity.
 
-Everything is drawn with PIL from a seeded numpy Generator: the same seed gives the same
-bytes. ``write_demo_dataset`` writes an ordinary image folder with subject ids, so the
-loaders and subject-independent splits of real datasets apply unchanged.
+Images are drawn with PIL at 4x the output size and downsampled for smooth edges. All
+randomness comes from numpy Generators seeded by (seed, subject, expression, k), so the
+same arguments give the same bytes. ``write_demo_dataset`` writes an ordinary image
+folder with subject ids, which the loaders and subject-independent splits of real
+datasets read unchanged.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,199 +31,356 @@ from tqdm.auto import tqdm
 from muldml import io as atomic
 from muldml.data.classes import EXPRESSIONS
 
-SUPERSAMPLE = 4  # draw at 4× and downsample: smooth edges at any size
+__all__ = ["EXPRESSIONS", "HAIR_STYLES", "Identity", "sample_identity", "render_face", "generate_faces",
+           "write_demo_dataset"]
 
-# Expression → (mouth curve (+ smile), mouth opening, mouth width scale, brow height,
-# brow tilt (+ inner end lower, i.e. frown), eye opening, upper lip raise (asymmetric)).
-_EXPRESSION_SHAPES = {
-    "anger": (-0.10, 0.00, 0.80, -0.10, 0.55, 0.65, 0.0),
-    "disgust": (-0.25, 0.10, 0.85, -0.06, 0.30, 0.55, 0.8),
-    "fear": (-0.10, 0.35, 1.15, 0.22, -0.45, 1.35, 0.0),
-    "happiness": (0.75, 0.20, 1.15, 0.04, 0.00, 0.75, 0.0),
-    "sadness": (-0.70, 0.00, 0.85, 0.06, -0.55, 0.70, 0.0),
-    "surprise": (0.00, 0.85, 0.60, 0.35, -0.05, 1.45, 0.0),
-    "neutral": (0.00, 0.00, 1.00, 0.00, 0.00, 1.00, 0.0),
+HAIR_STYLES = ("bald", "crop", "fringe", "parted", "long", "curly")
+SUPERSAMPLE = 4  # drawn at 4x, then downsampled: antialiased edges at any size
+_DRAWING = 2  # part of a written folder's stamp: a folder drawn differently is regenerated
+
+_NATURAL_HAIR = ((25, 20, 20), (60, 40, 28), (105, 70, 40), (140, 65, 30), (210, 175, 105), (165, 160, 155))
+_MOUTH = (70, 22, 30)  # inside of an open mouth
+_TEETH = (238, 234, 222)
+_SCLERA = (246, 244, 240)
+_PUPIL = (18, 14, 12)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """How an expression moves a face, as offsets from neutral at full intensity.
+
+    Mouth lengths are in units of the face's half-height, brow and eye ones in eye radii.
+    """
+
+    smile: float = 0.0  # mouth corners above the middle (negative: turned down)
+    open: float = 0.0  # gap between the lips
+    upper_share: float = 0.5  # how much of the opening the upper lip takes
+    width: float = 0.0  # relative change of the mouth width
+    snarl: float = 0.0  # upper lip raised on one side only
+    teeth: float = 0.0  # share of the opening showing teeth
+    press: float = 0.0  # lips pressed into a thin dark line
+    brow_raise: float = 0.0
+    brow_tilt: float = 0.0  # inner ends up (sad, afraid) or down (angry)
+    brow_pinch: float = 0.0  # inner ends drawn towards the nose
+    brow_arch: float = 0.0
+    eye_open: float = 0.0  # relative change of the eye height
+    wrinkle: float = 0.0  # a wrinkled nose
+
+
+_SHAPES = {
+    "anger": _Shape(smile=-0.04, width=-0.25, press=1.0, brow_raise=-0.5, brow_tilt=-1.1, brow_pinch=0.35,
+                    eye_open=-0.35),
+    "disgust": _Shape(smile=-0.08, open=0.06, width=-0.1, snarl=0.16, teeth=0.5, brow_raise=-0.45, brow_tilt=-0.4,
+                      brow_pinch=0.25, eye_open=-0.4, wrinkle=1.0),
+    "fear": _Shape(smile=-0.05, open=0.09, width=0.3, teeth=0.45, brow_raise=0.7, brow_tilt=0.8, brow_pinch=0.35,
+                   eye_open=0.6),
+    "happiness": _Shape(smile=0.2, open=0.13, upper_share=0.1, width=0.2, teeth=0.45, brow_raise=0.1,
+                        eye_open=-0.3),
+    "sadness": _Shape(smile=-0.15, width=-0.1, brow_raise=0.15, brow_tilt=1.0, brow_pinch=0.15, eye_open=-0.2),
+    "surprise": _Shape(open=0.36, width=-0.5, brow_raise=1.1, brow_arch=0.5, eye_open=0.7),
+    "neutral": _Shape(),
 }
 
 
 @dataclass(frozen=True)
 class Identity:
-    """A person's look; all lengths relative to the canvas side, colours RGB 0–255."""
+    """One person's look. Lengths are fractions of the image side; colours are RGB 0-255."""
 
     background: tuple[int, int, int]
     skin: tuple[int, int, int]
     hair: tuple[int, int, int]
-    hair_style: int  # 0 short, 1 long, 2 bald, 3 fringe
-    face_width: float
-    face_height: float
-    eye_spacing: float
-    eye_size: float
-    nose_length: float
-    mouth_width: float
+    hair_style: str  # one of HAIR_STYLES
+    shirt: tuple[int, int, int]
+    iris: tuple[int, int, int]
+    face_width: float  # half-width of the face ellipse
+    face_height: float  # half-height of the face ellipse
+    eye_height: float  # eyes above the face centre, in face half-heights
+    eye_spacing: float  # eye offset from the midline, in face half-widths
+    eye_size: float  # eye radius
+    brow_height: float  # brows above the eyes, in eye radii
     brow_thickness: float
-    glasses: bool
+    nose_length: float
+    nose_width: float
+    mouth_height: float  # mouth below the face centre, in face half-heights
+    mouth_width: float  # mouth half-width, in face half-widths
+    ear_size: float
+    glasses: str | None  # None, "round" or "square"
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
-    def colour(low, high):
-        return tuple(int(v) for v in rng.integers(low, high, 3))
+    """Draw a random person from `rng`."""
 
-    tone = rng.uniform(0.35, 1.0)
-    skin = (int(90 + 150 * tone), int(60 + 130 * tone), int(40 + 110 * tone))
+    def jitter(colour, spread: int) -> tuple[int, int, int]:
+        return tuple(int(np.clip(c + v, 0, 255)) for c, v in zip(colour, rng.integers(-spread, spread + 1, 3)))
+
+    tone = rng.uniform()  # from dark to light skin
+    skin = jitter((round(95 + 150 * tone), round(60 + 145 * tone), round(40 + 140 * tone)), 10)
+    dyed = rng.uniform() < 0.1
+    hair = tuple(int(v) for v in rng.integers(20, 236, 3)) if dyed else _NATURAL_HAIR[rng.integers(len(_NATURAL_HAIR))]
     return Identity(
-        background=colour(20, 235),
+        background=tuple(int(v) for v in rng.integers(25, 231, 3)),
         skin=skin,
-        hair=colour(10, 200),
-        hair_style=int(rng.integers(4)),
-        face_width=float(rng.uniform(0.25, 0.36)),
-        face_height=float(rng.uniform(0.34, 0.42)),
-        eye_spacing=float(rng.uniform(0.33, 0.48)),
-        eye_size=float(rng.uniform(0.045, 0.065)),
-        nose_length=float(rng.uniform(0.06, 0.12)),
-        mouth_width=float(rng.uniform(0.30, 0.45)),
-        brow_thickness=float(rng.uniform(0.012, 0.022)),
-        glasses=bool(rng.random() < 0.3),
+        hair=jitter(hair, 15),
+        hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
+        shirt=tuple(int(v) for v in rng.integers(15, 241, 3)),
+        iris=jitter(((60, 40, 25), (40, 90, 140), (70, 110, 60), (110, 80, 45))[rng.integers(4)], 15),
+        face_width=float(rng.uniform(0.21, 0.28)),
+        face_height=float(rng.uniform(0.27, 0.32)),
+        eye_height=float(rng.uniform(0.05, 0.18)),
+        eye_spacing=float(rng.uniform(0.36, 0.48)),
+        eye_size=float(rng.uniform(0.042, 0.055)),
+        brow_height=float(rng.uniform(1.3, 1.8)),
+        brow_thickness=float(rng.uniform(0.018, 0.028)),
+        nose_length=float(rng.uniform(0.06, 0.1)),
+        nose_width=float(rng.uniform(0.025, 0.045)),
+        mouth_height=float(rng.uniform(0.5, 0.6)),
+        mouth_width=float(rng.uniform(0.32, 0.42)),
+        ear_size=float(rng.uniform(0.03, 0.045)),
+        glasses=(None, "round", "square")[rng.choice(3, p=(0.7, 0.15, 0.15))],
     )
 
 
-def _curve(x0: float, x1: float, y: float, bend: float, n: int = 24) -> list[tuple[float, float]]:
-    """Points of a parabola from (x0, y) to (x1, y) whose middle sits `bend` lower."""
-    return [(x0 + (x1 - x0) * t, y + bend * 4 * t * (1 - t)) for t in np.linspace(0, 1, n)]
+def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, c * factor)) for c in colour)
 
 
-def render_face(identity: Identity, expression: str | int, rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """One RGB face, `size`×`size`, of `identity` showing `expression` (name or index)."""
-    name = EXPRESSIONS[expression] if isinstance(expression, int) else expression
-    curve, opening, width_scale, brow_up, brow_tilt, eye_open, lip_raise = _EXPRESSION_SHAPES[name]
-    intensity = rng.uniform(0.8, 1.2)  # how strongly this image shows it
+def _bump(t: float) -> float:
+    """0 at the mouth corners, 1 in the middle; the root makes the ends round."""
+    return math.sqrt(math.sin(math.pi * t))
+
+
+def render_face(identity: Identity, expression: str | int, rng: np.random.Generator, size: int = 64, *,
+                jitter: bool = True) -> Image.Image:
+    """Draw `identity` showing `expression` (a name or an index into EXPRESSIONS).
+
+    Returns an RGB image of `size` x `size` pixels. `rng` sets this image's expression
+    intensity, pose, light and noise; `jitter=False` gives the canonical pose at full
+    intensity with flat light and no noise.
+    """
+    name = EXPRESSIONS[expression] if isinstance(expression, (int, np.integer)) else expression
+    if name not in _SHAPES:
+        raise ValueError(f"unknown expression {expression!r}; expected one of {EXPRESSIONS}")
+    shape = _SHAPES[name]
+    k = rng.uniform(0.75, 1.25) if jitter else 1.0  # how strongly this image shows the expression
+
     s = size * SUPERSAMPLE
     img = Image.new("RGB", (s, s), identity.background)
     draw = ImageDraw.Draw(img)
-    cx, cy = s / 2, s * 0.53
+    cx, cy = s / 2, s * 0.44
     rx, ry = identity.face_width * s, identity.face_height * s
+    line = max(1, round(s * 0.012))  # outlines: eyelids, glasses, nose, wrinkles
 
-    if identity.hair_style == 1:  # long hair falls behind the face
-        draw.ellipse([cx - rx * 1.3, cy - ry * 1.15, cx + rx * 1.3, cy + ry * 1.05], fill=identity.hair)
+    # Body and head, back to front.
+    shoulders = s * 0.5 * (identity.face_width / 0.25)
+    draw.ellipse([cx - shoulders, s * 0.86, cx + shoulders, s * 1.45], fill=identity.shirt)
+    draw.rectangle([cx - rx * 0.42, cy, cx + rx * 0.42, s * 0.9], fill=_shade(identity.skin, 0.85))
+    style = identity.hair_style
+    if style == "long":  # falls behind the face onto the shoulders
+        draw.rounded_rectangle([cx - rx * 1.25, cy - ry * 1.12, cx + rx * 1.25, cy + ry * 1.2], radius=rx, fill=identity.hair)
+    eye_y = cy - identity.eye_height * ry
+    ear = identity.ear_size * s
+    for side in (-1, 1):
+        ex = cx + side * rx * 0.97
+        draw.ellipse([ex - ear, eye_y - ear * 0.4, ex + ear, eye_y + ear * 2.1], fill=_shade(identity.skin, 0.92))
+    if style == "curly":  # a ring of curls around the top of the head
+        curl = rx * 0.32
+        for a in np.linspace(math.pi * 0.95, math.pi * 2.05, 11):
+            x, y = cx + rx * 1.0 * math.cos(a), cy - ry * 0.25 + ry * 0.85 * math.sin(a)
+            draw.ellipse([x - curl, y - curl, x + curl, y + curl], fill=identity.hair)
+    elif style != "bald":  # a cap of hair a little larger than the skull
+        draw.chord([cx - rx * 1.07, cy - ry * 1.1, cx + rx * 1.07, cy + ry * 0.6], 180, 360, fill=identity.hair)
     draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=identity.skin)
-    if identity.hair_style in (0, 1, 3):
-        draw.chord([cx - rx * 1.05, cy - ry * 1.1, cx + rx * 1.05, cy + ry * 0.5], 180, 360, fill=identity.hair)
-    if identity.hair_style == 3:  # a fringe over the forehead
-        draw.rectangle([cx - rx * 0.8, cy - ry * 0.75, cx + rx * 0.5, cy - ry * 0.55], fill=identity.hair)
+    top = cy - ry
+    if style in ("crop", "long", "curly"):  # hairline over the forehead
+        draw.chord([cx - rx, top, cx + rx, top + ry * 0.55], 180, 360, fill=identity.hair)
+    elif style == "fringe":
+        draw.chord([cx - rx, top, cx + rx, top + ry * 0.95], 180, 360, fill=identity.hair)
+    elif style == "parted":  # swept to one side from a parting
+        points = [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in np.linspace(math.pi, 2 * math.pi, 25)]
+        draw.polygon(points + [(cx + rx * 0.95, cy - ry * 0.55), (cx - rx * 0.2, cy - ry * 0.8),
+                               (cx - rx * 0.95, cy - ry * 0.3)], fill=identity.hair)
 
-    eye_y = cy - ry * 0.18
-    eye_dx = identity.eye_spacing * rx
+    # Eyes: height from the eye opening; the lid line makes them read at small sizes.
     eye_r = identity.eye_size * s
-    eye_h = eye_r * min(1.6, max(0.2, 0.6 * (1 + (eye_open - 1) * intensity)))
-    dark = tuple(int(c * 0.25) for c in identity.hair)
+    eye_h = eye_r * 0.62 * max(0.25, 1 + shape.eye_open * k)
+    eye_dx = identity.eye_spacing * rx
     for side in (-1, 1):
         ex = cx + side * eye_dx
-        draw.ellipse([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], fill=(245, 245, 245))
-        pupil = min(eye_r, eye_h) * 0.7
-        draw.ellipse([ex - pupil, eye_y - pupil, ex + pupil, eye_y + pupil], fill=(30, 25, 20))
-        # Brow: the inner end moves by the tilt (anger down, sadness and fear up).
-        base = eye_y - eye_r * 1.9 - brow_up * intensity * ry * 0.35
-        inner = (ex - side * eye_r * 0.2, base + brow_tilt * intensity * eye_r * 1.3)
-        outer = (ex + side * eye_r * 1.5, base - brow_tilt * intensity * eye_r * 0.3)
-        draw.line([inner, outer], fill=dark, width=max(1, int(identity.brow_thickness * s)))
+        draw.ellipse([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], fill=_SCLERA)
+        iris_w = eye_r * 0.55
+        iris_h = min(iris_w, eye_h)
+        draw.ellipse([ex - iris_w, eye_y - iris_h, ex + iris_w, eye_y + iris_h], fill=identity.iris)
+        draw.ellipse([ex - iris_w / 2, eye_y - iris_h / 2, ex + iris_w / 2, eye_y + iris_h / 2], fill=_PUPIL)
+        draw.arc([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], 190, 350, fill=_PUPIL, width=line)
+
+        # Brow from its inner end (towards the nose) over an arch to its outer end.
+        base = eye_y - eye_r * (identity.brow_height + shape.brow_raise * k)
+        inner = (ex - side * eye_r * (0.9 + shape.brow_pinch * k), base - shape.brow_tilt * k * eye_r * 0.75)
+        outer = (ex + side * eye_r * 1.25, base + shape.brow_tilt * k * eye_r * 0.2)
+        middle = ((inner[0] + 2 * outer[0]) / 3, (inner[1] + 2 * outer[1]) / 3 - eye_r * (0.3 + shape.brow_arch * k))
+        brow = max(1, round(identity.brow_thickness * s))
+        draw.line([inner, middle, outer], fill=_shade(identity.hair, 0.55), width=brow, joint="curve")
+        for x, y in (inner, outer):  # round ends
+            draw.ellipse([x - brow / 2, y - brow / 2, x + brow / 2, y + brow / 2], fill=_shade(identity.hair, 0.55))
+
         if identity.glasses:
-            g = eye_r * 1.7
-            draw.ellipse([ex - g, eye_y - g, ex + g, eye_y + g], outline=(25, 25, 25), width=max(1, s // 80))
+            g = eye_r * 1.55
+            box = [ex - g, eye_y - g * 0.85, ex + g, eye_y + g * 0.85]
+            if identity.glasses == "round":
+                draw.ellipse(box, outline=(30, 30, 35), width=line)
+            else:
+                draw.rounded_rectangle(box, radius=g * 0.3, outline=(30, 30, 35), width=line)
     if identity.glasses:
-        draw.line([(cx - eye_dx + eye_r * 1.7, eye_y), (cx + eye_dx - eye_r * 1.7, eye_y)], fill=(25, 25, 25),
-                  width=max(1, s // 80))
+        g = eye_r * 1.55
+        draw.line([(cx - eye_dx + g, eye_y), (cx + eye_dx - g, eye_y)], fill=(30, 30, 35), width=line)
 
-    nose_top, nose_bottom = cy - ry * 0.05, cy - ry * 0.05 + identity.nose_length * s
-    shade = tuple(int(c * 0.7) for c in identity.skin)
-    draw.line([(cx, nose_top), (cx - eye_r * 0.5, nose_bottom), (cx + eye_r * 0.4, nose_bottom)], fill=shade,
-              width=max(1, s // 70))
-    if lip_raise:  # disgust: a wrinkled nose
-        for k in (-1, 1):
-            draw.line([(cx + k * eye_r * 0.9, nose_top + eye_r * 0.2), (cx + k * eye_r * 0.3, nose_top + eye_r * 0.9)],
-                      fill=shade, width=max(1, s // 90))
+    # Nose: a shaded side, nostrils, and wrinkles across the bridge in disgust.
+    shade = _shade(identity.skin, 0.72)
+    nose_bottom = eye_y + eye_r * 0.6 + identity.nose_length * s
+    nw = identity.nose_width * s * (1 + 0.25 * shape.wrinkle * k)
+    draw.line([(cx + nw * 0.3, eye_y + eye_r * 0.5), (cx + nw * 0.7, nose_bottom - nw * 0.3)], fill=shade, width=line)
+    draw.arc([cx - nw, nose_bottom - nw * 0.8, cx + nw, nose_bottom + nw * 0.4], 20, 160, fill=shade, width=line)
+    for side in (-1, 1):
+        nx = cx + side * nw * 0.55
+        draw.ellipse([nx - nw * 0.22, nose_bottom - nw * 0.2, nx + nw * 0.22, nose_bottom + nw * 0.08], fill=shade)
+    if shape.wrinkle:
+        for j in range(3):
+            y = eye_y + eye_r * (0.4 + 0.45 * j)
+            draw.line([(cx - nw * 0.8, y + nw * 0.15), (cx, y - nw * 0.1), (cx + nw * 0.8, y + nw * 0.15)], fill=shade,
+                      width=line)
 
-    mouth_y = cy + ry * 0.5
-    half = identity.mouth_width * rx * width_scale
-    bend = curve * intensity * ry * 0.22  # image y points down: a positive bend is a smile
-    gap = opening * intensity * ry * 0.3
-    x0, x1 = cx - half, cx + half
-    lips = (150, 50, 55)
-    raise_left = lip_raise * intensity * ry * 0.12
-    upper = [(x, y - raise_left * max(0.0, (cx - x) / half)) for x, y in _curve(x0, x1, mouth_y, bend * 0.6 - gap * 0.2)]
-    lower = _curve(x0, x1, mouth_y, bend + gap)
-    if gap > 1:
-        draw.polygon(upper + lower[::-1], fill=(70, 20, 25), outline=lips)
+    # Mouth: a middle line bent by the smile, opened around it as a rounded slot.
+    mouth_y = cy + identity.mouth_height * ry
+    half = identity.mouth_width * rx * max(0.3, 1 + shape.width * k)
+    smile, gap, snarl = shape.smile * k * ry, shape.open * k * ry, shape.snarl * k * ry
+    ts = np.linspace(0, 1, 33)
+    xs = [cx - half + 2 * half * t for t in ts]
+    middle = [mouth_y - smile * (2 * t - 1) ** 2 for t in ts]
+    upper = [(x, m - gap * shape.upper_share * _bump(t) - snarl * _bump(t) * (1 - t)) for x, m, t in zip(xs, middle, ts)]
+    lower = [(x, m + gap * (1 - shape.upper_share) * _bump(t)) for x, m, t in zip(xs, middle, ts)]
+    lips = (int(min(255, identity.skin[0] * 0.7 + 45)), int(identity.skin[1] * 0.45), int(identity.skin[2] * 0.5))
+    lip = max(2, round(s * 0.02))
+    if gap + snarl > lip:
+        draw.polygon(upper + lower[::-1], fill=_MOUTH)
+        if shape.teeth:  # a band under the upper lip, never below the lower one
+            teeth = [(x, min(y + (gap + snarl) * shape.teeth * _bump(t), lo)) for (x, y), (_, lo), t in zip(upper, lower, ts)]
+            draw.polygon(upper + teeth[::-1], fill=_TEETH)
+        draw.line(upper, fill=lips, width=lip, joint="curve")
+        draw.line(lower, fill=lips, width=round(lip * 1.3), joint="curve")
+    elif shape.press:
+        draw.line(upper, fill=_shade(lips, 0.55), width=max(1, round(lip * 0.7)), joint="curve")
     else:
-        draw.line(upper, fill=lips, width=max(2, s // 40), joint="curve")
+        draw.line(upper, fill=lips, width=round(lip * 1.3), joint="curve")
+    if shape.smile * k > 0.12:  # cheeks pushed up by a broad smile
+        for side in (-1, 1):
+            x0 = cx + side * half * 1.05
+            draw.arc([x0 - half * 0.25, mouth_y - smile * 1.6, x0 + half * 0.25, mouth_y + smile * 0.2],
+                     270 - side * 80, 270 - side * 10 if side < 0 else 270 + 10, fill=shade, width=line)
 
-    # Pose: in-plane rotation, scale and shift, then down to the output size.
-    angle = rng.uniform(-8, 8)
-    scale = rng.uniform(0.92, 1.08)
-    shift = rng.uniform(-0.04, 0.04, 2) * s
-    img = _affine(img, angle, scale, shift, identity.background)
+    if jitter:
+        img = _pose(img, angle=rng.uniform(-8, 8), scale=rng.uniform(0.93, 1.07), shift=rng.uniform(-0.04, 0.04, 2) * s,
+                    fill=identity.background)
     img = img.resize((size, size), Image.LANCZOS)
+    if not jitter:
+        return img
 
-    # Light from a random side, and sensor noise.
-    pixels = np.asarray(img, dtype=np.float32)
-    direction = rng.uniform(0, 2 * math.pi)
-    ramp = np.cos(direction) * np.linspace(-1, 1, size)[None, :] + np.sin(direction) * np.linspace(-1, 1, size)[:, None]
-    pixels *= (1 + rng.uniform(0.1, 0.25) * ramp)[..., None]
-    pixels += rng.normal(0, 5, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
+    # Light falling off across the face from a random side, then sensor noise.
+    pixels = np.asarray(img, dtype=np.float64)
+    direction, strength = rng.uniform(0, 2 * math.pi), rng.uniform(0.08, 0.25)
+    axis = np.linspace(-1, 1, size)
+    ramp = math.cos(direction) * axis[None, :] + math.sin(direction) * axis[:, None]
+    pixels = pixels * (1 + strength * ramp)[..., None] + rng.normal(0, 4, pixels.shape)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
-def _affine(img: Image.Image, angle_deg: float, scale: float, shift: np.ndarray, fill) -> Image.Image:
-    """Rotate by angle_deg and scale about the centre, then shift (pixels)."""
-    s = img.size[0]
-    a = math.radians(angle_deg)
+def _pose(img: Image.Image, angle: float, scale: float, shift: np.ndarray, fill) -> Image.Image:
+    """Rotate by `angle` degrees and scale about the centre, then shift by `shift` pixels."""
+    c = img.size[0] / 2
+    a = math.radians(angle)
     cos, sin = math.cos(a) / scale, math.sin(a) / scale
-    c = s / 2
-    # PIL maps output (x, y) to input (ax + by + c, dx + ey + f).
+    # PIL asks where each output pixel comes from: the inverse map, output -> input.
     tx, ty = c + shift[0], c + shift[1]
     coeffs = (cos, sin, c - cos * tx - sin * ty, -sin, cos, c + sin * tx - cos * ty)
     return img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=fill)
 
 
+def _subject_id(subject: int) -> str:
+    return f"S{subject:03d}"
+
+
 def generate_faces(num_subjects: int = 40, images_per_expression: int = 2, size: int = 64,
                    seed: int = 0) -> Iterator[tuple[Image.Image, int, str]]:
-    """Yield (image, class index into EXPRESSIONS, subject id "S007") for every subject,
-    expression and repetition; each image depends only on (seed, subject, expression, k)."""
+    """Yield (RGB image `size` x `size`, class index into EXPRESSIONS, subject id "S007").
+
+    Subjects in order, then expressions, then repetitions; each image depends only on
+    (seed, subject, expression, repetition), so any one can be regenerated alone.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     for subject in range(num_subjects):
-        identity = sample_identity(np.random.default_rng([seed, subject]))
+        # Separate streams for people (0) and images (1), so that neither shifts the other.
+        identity = sample_identity(np.random.default_rng([seed, 0, subject]))
         for label in range(len(EXPRESSIONS)):
             for k in range(images_per_expression):
-                rng = np.random.default_rng([seed, subject, label + 1, k])
-                yield render_face(identity, label, rng, size), label, f"S{subject:03d}"
+                rng = np.random.default_rng([seed, 1, subject, label, k])
+                yield render_face(identity, label, rng, size), label, _subject_id(subject)
 
 
-def write_demo_dataset(out_dir: str | Path, num_subjects: int = 40, images_per_expression: int = 2,
-                       size: int = 64, seed: int = 0, progress: bool = True) -> Path:
-    """Write the demo faces as out_dir/<expression>/<subject>_<expression>_<k>.png plus
-    manifest.csv (path,label,subject). Idempotent: a folder already holding this exact
-    dataset (demo.json, written last) is left as it is. Returns out_dir."""
+def write_demo_dataset(out_dir: str | Path, num_subjects: int = 40, images_per_expression: int = 2, size: int = 64,
+                       seed: int = 0, progress: bool = True) -> Path:
+    """Write the demo faces as an ordinary image folder and return `out_dir`.
+
+    Layout: ``out_dir/<expression>/<subject>_<expression>_<k>.png`` plus ``manifest.csv``
+    (path relative to out_dir, label, subject) and, last, ``demo.json`` with the
+    parameters. Every file is written atomically. A folder that already holds the
+    complete dataset for these parameters is returned untouched.
+    """
     out = Path(out_dir)
     params = {"num_subjects": num_subjects, "images_per_expression": images_per_expression, "size": size,
-              "seed": seed, "identity_fields": list(asdict(sample_identity(np.random.default_rng(0))))}
-    stamp = out / "demo.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == params:
+              "seed": seed, "drawing": _DRAWING}
+    stamp, manifest = out / "demo.json", out / "manifest.csv"
+    if _complete(out, stamp, manifest, params):
         return out
+
+    # The old stamp goes first: an interrupted rewrite must never pass as complete.
+    stamp.unlink(missing_ok=True)
     for name in EXPRESSIONS:
         (out / name).mkdir(parents=True, exist_ok=True)
     rows = []
     total = num_subjects * len(EXPRESSIONS) * images_per_expression
-    counter: dict[tuple[str, int], int] = {}
-    for image, label, subject in tqdm(generate_faces(num_subjects, images_per_expression, size, seed), total=total,
-                                      disable=not progress, desc="demo faces", unit="img"):
-        k = counter.get((subject, label), 0)
-        counter[(subject, label)] = k + 1
-        rel = f"{EXPRESSIONS[label]}/{subject}_{EXPRESSIONS[label]}_{k}.png"
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        atomic.atomic_write(out / rel, lambda f: f.write(buffer.getvalue()))
-        rows.append((rel, EXPRESSIONS[label], subject))
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "label", "subject"])
+    faces = generate_faces(num_subjects, images_per_expression, size, seed)
+    for i, (image, label, subject) in enumerate(tqdm(faces, total=total, disable=not progress, desc="demo faces",
+                                                      unit="img")):
+        name = EXPRESSIONS[label]
+        path = f"{name}/{subject}_{name}_{i % images_per_expression}.png"
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        atomic.atomic_write(out / path, lambda f: f.write(png.getvalue()))
+        rows.append((path, name, subject))
+
+    # Demo images of an earlier, larger run would otherwise sit beside the new ones.
+    written = {out / path for path, _, _ in rows}
+    pattern = re.compile(r"^S\d+_[a-z]+_\d+\.png$")
+    for name in EXPRESSIONS:
+        for old in (out / name).iterdir():
+            if pattern.match(old.name) and old not in written:
+                old.unlink()
+
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(("path", "label", "subject"))
     writer.writerows(rows)
-    atomic.write_text(out / "manifest.csv", text.getvalue())
+    atomic.write_text(manifest, table.getvalue())
     atomic.write_json(stamp, params)
     return out
+
+
+def _complete(out: Path, stamp: Path, manifest: Path, params: dict) -> bool:
+    """Whether `out` holds a finished dataset for `params`, with every listed image present."""
+    try:
+        if json.loads(stamp.read_text()) != params:
+            return False
+        with open(manifest, newline="", encoding="utf-8") as f:
+            return all((out / row["path"]).is_file() for row in csv.DictReader(f))
+    except (OSError, ValueError, KeyError):
+        return False
