@@ -3,6 +3,9 @@
     muldml train --preset mul-dml --data DIR --out runs/X [--config FILE] [--resume] [--<setting> VALUE …]
     muldml evaluate --checkpoint runs/X --data DIR [--out DIR]
     muldml demo [--out runs/demo]
+    muldml prepare SRC OUT --dataset NAME [--size 236] [--no-detect]
+    muldml cv --data DIR --preset mul-dml --folds 10 --out runs/cv
+    muldml pretrain --data DIR --out runs/pre
 
 Settings come from the preset, then a JSON/YAML --config file, then the command line.
 Problems with the input print one line and exit with status 2.
@@ -57,13 +60,15 @@ def split_train_val(samples, cfg: Config):
     """Official split from the manifest when present, else a subject-independent hold-out."""
     from muldml.data.splits import subject_holdout
 
+    from muldml.data.folder import originals
+
     splits = {s.split for s in samples}
     if "train" in splits and splits & {"val", "test"}:
         train = [s for s in samples if s.split == "train"]
         val = [s for s in samples if s.split in ("val", "test")]
-        return train, val
+        return train, originals(val)
     train_idx, val_idx = subject_holdout(samples, cfg.val_fraction, cfg.seed)
-    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    return [samples[i] for i in train_idx], originals([samples[i] for i in val_idx])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -92,7 +97,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     state = load_checkpoint(args.checkpoint)
     model, cfg = model_from_checkpoint(state)
+    from muldml.data.folder import originals
+
     samples, _ = load_samples(args.data, args.subject_regex, cfg.classes)
+    samples = originals(samples)
     if args.split:
         samples = [s for s in samples if s.split == args.split]
         if not samples:
@@ -103,6 +111,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "evaluation"
     report = write_report(out, cfg, metrics, None, f"{cfg.preset} on {args.data}")
     print(f"{cfg.preset}: accuracy {100 * metrics['accuracy']:.2f}% on {len(samples)} images  ({report})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from muldml.data.sources import load_source
+    from muldml.prepare import PAPER_ROTATIONS, prepare
+
+    options = {"subject_regex": args.subject_regex, "ferplus": args.ferplus, "classes": args.affectnet_classes,
+               "include_neutral": args.include_neutral or None, "aligned": False if args.raf_original else None}
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        source = load_source(args.dataset, args.src, **options)
+    except TypeError as e:
+        raise UserError(f"an option given does not apply to dataset {args.dataset!r} ({e})") from None
+    rotations = PAPER_ROTATIONS if args.rotations is None else tuple(int(a) for a in args.rotations.split(",") if a)
+    summary = prepare(source, args.out, size=args.size, detect=not args.no_detect, rotations=rotations,
+                      device=args.device, progress=not args.quiet)
+    print(f"prepared {args.dataset} from {args.src} into {args.out}:")
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from muldml.cv import cross_validate
+
+    cfg = config_from_args(args, args.preset)
+    samples, classes = load_samples(args.data, args.subject_regex)
+    cfg.classes = classes
+    summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet)
+    print(f"{cfg.preset}: {args.folds}-fold accuracy {100 * summary['accuracy_mean']:.2f} ± "
+          f"{100 * summary['accuracy_std']:.2f}%  ({Path(args.out) / 'report.md'})")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from muldml import io as atomic
+    from muldml.train import model_from_checkpoint
+
+    args.preset = "cnn"  # softmax only
+    if args.lr is None:
+        args.lr = 1e-3  # from scratch, unlike the paper's fine-tuning rate
+    cmd_train(args)
+    model, _ = model_from_checkpoint(torch.load(Path(args.out) / "checkpoint.pt", weights_only=False))
+    path = atomic.save_torch(Path(args.out) / "backbone.pt", model.backbone.state_dict())
+    print(f"backbone for --init: {path}")
     return 0
 
 
@@ -136,6 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subject-regex")
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    prepare = sub.add_parser("prepare", help="detect, align and crop faces of a dataset as distributed")
+    prepare.add_argument("src", help="the dataset's folder as distributed")
+    prepare.add_argument("out", help="output folder: <label>/<image>.png and manifest.csv")
+    prepare.add_argument("--dataset", required=True,
+                         help="ck+, ck+-folders, mmi, sfew, raf-db, fer2013, ferplus, affectnet, jaffe, folder")
+    prepare.add_argument("--size", type=int, default=236, help="output side in pixels (paper: 236)")
+    prepare.add_argument("--no-detect", action="store_true", help="images are aligned faces already: no MTCNN")
+    prepare.add_argument("--rotations", default=None, help="offline rotations of training images, degrees (default -10,-5,0,5,10; '0' for none)")
+    prepare.add_argument("--device", default="cpu", help="MTCNN device (cpu, cuda)")
+    prepare.add_argument("--subject-regex", help="folder: regex whose first group is the subject id")
+    prepare.add_argument("--ferplus", help="fer2013: FERPlus fer2013new.csv for majority-vote labels")
+    prepare.add_argument("--affectnet-classes", type=int, choices=(7, 8), help="affectnet: 7 basic or 8 with contempt")
+    prepare.add_argument("--include-neutral", action="store_true", help="ck+: add each sequence's first frame as neutral")
+    prepare.add_argument("--raf-original", action="store_true", help="raf-db: the original, not the aligned images")
+    prepare.add_argument("--quiet", action="store_true")
+    prepare.set_defaults(run=cmd_prepare)
+
+    cv = sub.add_parser("cv", help="k-fold subject-independent cross-validation of a preset")
+    cv.add_argument("--preset", choices=list(PRESETS), default=None)
+    cv.add_argument("--data", required=True, help="prepared dataset folder")
+    cv.add_argument("--out", required=True, help="study folder: fold-XX runs, cv.json, report.md")
+    cv.add_argument("--folds", type=int, default=10)
+    cv.add_argument("--config", help="JSON or YAML file of settings")
+    cv.add_argument("--subject-regex")
+    cv.add_argument("--quiet", action="store_true")
+    add_config_options(cv)
+    cv.set_defaults(run=cmd_cv)
+
+    pretrain = sub.add_parser("pretrain", help="softmax pre-training on a large set; writes backbone.pt for --init")
+    pretrain.add_argument("--data", required=True)
+    pretrain.add_argument("--out", required=True)
+    pretrain.add_argument("--config", help="JSON or YAML file of settings")
+    pretrain.add_argument("--resume", action="store_true")
+    pretrain.add_argument("--subject-regex")
+    pretrain.add_argument("--quiet", action="store_true")
+    add_config_options(pretrain)
+    pretrain.set_defaults(run=cmd_pretrain)
 
     demo = sub.add_parser("demo", help="built-in demo: generated faces, cnn vs mul-dml, side by side")
     demo.add_argument("--out", default="runs/demo")

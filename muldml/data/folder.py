@@ -22,12 +22,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: its file, class index, subject id (None if unknown) and official split."""
+    """One image: its file, class index, subject id (None if unknown), official split, and
+    for prepared data the source image it came from and its offline rotation (degrees)."""
 
     path: Path
     label: int
     subject: str | None = None
     split: str | None = None
+    source: str | None = None
+    rotation: int = 0
 
 
 def scan_folder(
@@ -66,7 +69,8 @@ def scan_folder(
         if pattern is not None:
             match = pattern.search(Path(row["path"]).name)
             subject = match.group(1) if match else subject
-        samples.append(Sample(root / row["path"], index[row["label"]], subject, row.get("split") or None))
+        samples.append(Sample(root / row["path"], index[row["label"]], subject, row.get("split") or None,
+                              row.get("source") or None, int(float(row.get("rotation") or 0))))
     return samples, names
 
 
@@ -78,6 +82,11 @@ def _read_manifest(path: Path) -> list[dict]:
             raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         rows = [r for r in reader if r.get("status", "ok") in ("ok", "no_face")]
     return rows
+
+
+def originals(samples: Sequence[Sample]) -> list[Sample]:
+    """Samples without offline rotation: what evaluation uses."""
+    return [s for s in samples if s.rotation == 0]
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:

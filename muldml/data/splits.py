@@ -10,10 +10,12 @@ from muldml.errors import UserError
 
 
 def _groups(samples: Sequence[Sample]) -> dict[str, list[int]]:
-    """Sample indices per subject; a sample without subject is a group of its own."""
+    """Sample indices per subject; without a subject, per source image (its rotations stay
+    together), else each sample is a group of its own."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
-        groups[s.subject if s.subject is not None else f"__sample{i}"].append(i)
+        key = f"subject:{s.subject}" if s.subject is not None else f"source:{s.source or i}"
+        groups[key].append(i)
     return dict(groups)
 
 

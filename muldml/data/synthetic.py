@@ -74,7 +74,7 @@ _SHAPES = {
                       brow_pinch=0.25, eye_open=-0.4, wrinkle=1.0),
     "fear": _Shape(smile=-0.05, open=0.09, width=0.3, teeth=0.45, brow_raise=0.7, brow_tilt=0.8, brow_pinch=0.35,
                    eye_open=0.6),
-    "happiness": _Shape(smile=0.2, open=0.13, upper_share=0.1, width=0.2, teeth=0.45, brow_raise=0.1,
+    "happiness": _Shape(smile=0.18, open=0.12, upper_share=0.1, width=0.1, teeth=0.45, brow_raise=0.1,
                         eye_open=-0.3),
     "sadness": _Shape(smile=-0.15, width=-0.1, brow_raise=0.15, brow_tilt=1.0, brow_pinch=0.15, eye_open=-0.2),
     "surprise": _Shape(open=0.36, width=-0.5, brow_raise=1.1, brow_arch=0.5, eye_open=0.7),
@@ -110,20 +110,20 @@ class Identity:
 def sample_identity(rng: np.random.Generator) -> Identity:
     """Draw a random person from `rng`."""
 
-    def jitter(colour, spread: int) -> tuple[int, int, int]:
+    def vary(colour: tuple[int, int, int], spread: int) -> tuple[int, int, int]:
         return tuple(int(np.clip(c + v, 0, 255)) for c, v in zip(colour, rng.integers(-spread, spread + 1, 3)))
 
     tone = rng.uniform()  # from dark to light skin
-    skin = jitter((round(95 + 150 * tone), round(60 + 145 * tone), round(40 + 140 * tone)), 10)
+    skin = vary((round(95 + 150 * tone), round(60 + 145 * tone), round(40 + 140 * tone)), 10)
     dyed = rng.uniform() < 0.1
     hair = tuple(int(v) for v in rng.integers(20, 236, 3)) if dyed else _NATURAL_HAIR[rng.integers(len(_NATURAL_HAIR))]
     return Identity(
         background=tuple(int(v) for v in rng.integers(25, 231, 3)),
         skin=skin,
-        hair=jitter(hair, 15),
+        hair=vary(hair, 15),
         hair_style=HAIR_STYLES[rng.integers(len(HAIR_STYLES))],
         shirt=tuple(int(v) for v in rng.integers(15, 241, 3)),
-        iris=jitter(((60, 40, 25), (40, 90, 140), (70, 110, 60), (110, 80, 45))[rng.integers(4)], 15),
+        iris=vary(((60, 40, 25), (40, 90, 140), (70, 110, 60), (110, 80, 45))[rng.integers(4)], 15),
         face_width=float(rng.uniform(0.21, 0.28)),
         face_height=float(rng.uniform(0.27, 0.32)),
         eye_height=float(rng.uniform(0.05, 0.18)),
@@ -141,12 +141,13 @@ def sample_identity(rng: np.random.Generator) -> Identity:
 
 
 def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    """`colour` darkened (factor < 1) or lightened."""
     return tuple(int(min(255, c * factor)) for c in colour)
 
 
 def _bump(t: float) -> float:
     """0 at the mouth corners, 1 in the middle; the root makes the ends round."""
-    return math.sqrt(math.sin(math.pi * t))
+    return math.sqrt(max(0.0, math.sin(math.pi * t)))
 
 
 def render_face(identity: Identity, expression: str | int, rng: np.random.Generator, size: int = 64, *,
@@ -157,26 +158,28 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     intensity, pose, light and noise; `jitter=False` gives the canonical pose at full
     intensity with flat light and no noise.
     """
-    name = EXPRESSIONS[expression] if isinstance(expression, (int, np.integer)) else expression
-    if name not in _SHAPES:
-        raise ValueError(f"unknown expression {expression!r}; expected one of {EXPRESSIONS}")
-    shape = _SHAPES[name]
+    if isinstance(expression, (int, np.integer)) and 0 <= expression < len(EXPRESSIONS):
+        expression = EXPRESSIONS[expression]
+    if expression not in _SHAPES:
+        raise ValueError(f"unknown expression {expression!r}; expected one of {EXPRESSIONS} or an index")
+    shape = _SHAPES[expression]
     k = rng.uniform(0.75, 1.25) if jitter else 1.0  # how strongly this image shows the expression
 
     s = size * SUPERSAMPLE
     img = Image.new("RGB", (s, s), identity.background)
     draw = ImageDraw.Draw(img)
-    cx, cy = s / 2, s * 0.44
+    cx, cy = s / 2, s * 0.45
     rx, ry = identity.face_width * s, identity.face_height * s
     line = max(1, round(s * 0.012))  # outlines: eyelids, glasses, nose, wrinkles
 
     # Body and head, back to front.
     shoulders = s * 0.5 * (identity.face_width / 0.25)
-    draw.ellipse([cx - shoulders, s * 0.86, cx + shoulders, s * 1.45], fill=identity.shirt)
-    draw.rectangle([cx - rx * 0.42, cy, cx + rx * 0.42, s * 0.9], fill=_shade(identity.skin, 0.85))
+    draw.ellipse([cx - shoulders, s * 0.82, cx + shoulders, s * 1.4], fill=identity.shirt)
+    draw.rectangle([cx - rx * 0.42, cy, cx + rx * 0.42, s * 0.9], fill=_shade(identity.skin, 0.82))
     style = identity.hair_style
     if style == "long":  # falls behind the face onto the shoulders
-        draw.rounded_rectangle([cx - rx * 1.25, cy - ry * 1.12, cx + rx * 1.25, cy + ry * 1.2], radius=rx, fill=identity.hair)
+        draw.rounded_rectangle([cx - rx * 1.25, cy - ry * 1.12, cx + rx * 1.25, cy + ry * 1.2], radius=rx,
+                               fill=identity.hair)
     eye_y = cy - identity.eye_height * ry
     ear = identity.ear_size * s
     for side in (-1, 1):
@@ -204,6 +207,7 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     eye_r = identity.eye_size * s
     eye_h = eye_r * 0.62 * max(0.25, 1 + shape.eye_open * k)
     eye_dx = identity.eye_spacing * rx
+    brow, brow_colour = max(1, round(identity.brow_thickness * s)), _shade(identity.hair, 0.55)
     for side in (-1, 1):
         ex = cx + side * eye_dx
         draw.ellipse([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], fill=_SCLERA)
@@ -218,10 +222,9 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
         inner = (ex - side * eye_r * (0.9 + shape.brow_pinch * k), base - shape.brow_tilt * k * eye_r * 0.75)
         outer = (ex + side * eye_r * 1.25, base + shape.brow_tilt * k * eye_r * 0.2)
         middle = ((inner[0] + 2 * outer[0]) / 3, (inner[1] + 2 * outer[1]) / 3 - eye_r * (0.3 + shape.brow_arch * k))
-        brow = max(1, round(identity.brow_thickness * s))
-        draw.line([inner, middle, outer], fill=_shade(identity.hair, 0.55), width=brow, joint="curve")
+        draw.line([inner, middle, outer], fill=brow_colour, width=brow, joint="curve")
         for x, y in (inner, outer):  # round ends
-            draw.ellipse([x - brow / 2, y - brow / 2, x + brow / 2, y + brow / 2], fill=_shade(identity.hair, 0.55))
+            draw.ellipse([x - brow / 2, y - brow / 2, x + brow / 2, y + brow / 2], fill=brow_colour)
 
         if identity.glasses:
             g = eye_r * 1.55
@@ -246,8 +249,8 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     if shape.wrinkle:
         for j in range(3):
             y = eye_y + eye_r * (0.4 + 0.45 * j)
-            draw.line([(cx - nw * 0.8, y + nw * 0.15), (cx, y - nw * 0.1), (cx + nw * 0.8, y + nw * 0.15)], fill=shade,
-                      width=line)
+            draw.line([(cx - nw * 0.8, y + nw * 0.15), (cx, y - nw * 0.1), (cx + nw * 0.8, y + nw * 0.15)],
+                      fill=shade, width=line)
 
     # Mouth: a middle line bent by the smile, opened around it as a rounded slot.
     mouth_y = cy + identity.mouth_height * ry
@@ -256,14 +259,15 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     ts = np.linspace(0, 1, 33)
     xs = [cx - half + 2 * half * t for t in ts]
     middle = [mouth_y - smile * (2 * t - 1) ** 2 for t in ts]
-    upper = [(x, m - gap * shape.upper_share * _bump(t) - snarl * _bump(t) * (1 - t)) for x, m, t in zip(xs, middle, ts)]
+    upper = [(x, m - (gap * shape.upper_share + snarl * (1 - t)) * _bump(t)) for x, m, t in zip(xs, middle, ts)]
     lower = [(x, m + gap * (1 - shape.upper_share) * _bump(t)) for x, m, t in zip(xs, middle, ts)]
     lips = (int(min(255, identity.skin[0] * 0.7 + 45)), int(identity.skin[1] * 0.45), int(identity.skin[2] * 0.5))
     lip = max(2, round(s * 0.02))
     if gap + snarl > lip:
         draw.polygon(upper + lower[::-1], fill=_MOUTH)
         if shape.teeth:  # a band under the upper lip, never below the lower one
-            teeth = [(x, min(y + (gap + snarl) * shape.teeth * _bump(t), lo)) for (x, y), (_, lo), t in zip(upper, lower, ts)]
+            teeth = [(x, min(y + (gap + snarl) * shape.teeth * _bump(t), low))
+                     for (x, y), (_, low), t in zip(upper, lower, ts)]
             draw.polygon(upper + teeth[::-1], fill=_TEETH)
         draw.line(upper, fill=lips, width=lip, joint="curve")
         draw.line(lower, fill=lips, width=round(lip * 1.3), joint="curve")
@@ -271,15 +275,10 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
         draw.line(upper, fill=_shade(lips, 0.55), width=max(1, round(lip * 0.7)), joint="curve")
     else:
         draw.line(upper, fill=lips, width=round(lip * 1.3), joint="curve")
-    if shape.smile * k > 0.12:  # cheeks pushed up by a broad smile
-        for side in (-1, 1):
-            x0 = cx + side * half * 1.05
-            draw.arc([x0 - half * 0.25, mouth_y - smile * 1.6, x0 + half * 0.25, mouth_y + smile * 0.2],
-                     270 - side * 80, 270 - side * 10 if side < 0 else 270 + 10, fill=shade, width=line)
 
     if jitter:
-        img = _pose(img, angle=rng.uniform(-8, 8), scale=rng.uniform(0.93, 1.07), shift=rng.uniform(-0.04, 0.04, 2) * s,
-                    fill=identity.background)
+        img = _pose(img, angle=rng.uniform(-8, 8), scale=rng.uniform(0.93, 1.07),
+                    shift=rng.uniform(-0.04, 0.04, 2) * s, fill=identity.background)
     img = img.resize((size, size), Image.LANCZOS)
     if not jitter:
         return img
@@ -293,7 +292,8 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
-def _pose(img: Image.Image, angle: float, scale: float, shift: np.ndarray, fill) -> Image.Image:
+def _pose(img: Image.Image, angle: float, scale: float, shift: np.ndarray,
+          fill: tuple[int, int, int]) -> Image.Image:
     """Rotate by `angle` degrees and scale about the centre, then shift by `shift` pixels."""
     c = img.size[0] / 2
     a = math.radians(angle)
@@ -304,17 +304,20 @@ def _pose(img: Image.Image, angle: float, scale: float, shift: np.ndarray, fill)
     return img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=fill)
 
 
-def _subject_id(subject: int) -> str:
-    return f"S{subject:03d}"
-
-
 def generate_faces(num_subjects: int = 40, images_per_expression: int = 2, size: int = 64,
                    seed: int = 0) -> Iterator[tuple[Image.Image, int, str]]:
     """Yield (RGB image `size` x `size`, class index into EXPRESSIONS, subject id "S007").
 
     Subjects in order, then expressions, then repetitions; each image depends only on
-    (seed, subject, expression, repetition), so any one can be regenerated alone.
+    (seed >= 0, subject, expression, repetition), so any one can be regenerated alone.
     """
+    for image, label, subject, _ in _faces(num_subjects, images_per_expression, size, seed):
+        yield image, label, subject
+
+
+def _faces(num_subjects: int, images_per_expression: int, size: int,
+           seed: int) -> Iterator[tuple[Image.Image, int, str, int]]:
+    """generate_faces with each image's repetition index k as well."""
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     for subject in range(num_subjects):
@@ -323,17 +326,17 @@ def generate_faces(num_subjects: int = 40, images_per_expression: int = 2, size:
         for label in range(len(EXPRESSIONS)):
             for k in range(images_per_expression):
                 rng = np.random.default_rng([seed, 1, subject, label, k])
-                yield render_face(identity, label, rng, size), label, _subject_id(subject)
+                yield render_face(identity, label, rng, size), label, f"S{subject:03d}", k
 
 
 def write_demo_dataset(out_dir: str | Path, num_subjects: int = 40, images_per_expression: int = 2, size: int = 64,
                        seed: int = 0, progress: bool = True) -> Path:
     """Write the demo faces as an ordinary image folder and return `out_dir`.
 
-    Layout: ``out_dir/<expression>/<subject>_<expression>_<k>.png`` plus ``manifest.csv``
-    (path relative to out_dir, label, subject) and, last, ``demo.json`` with the
-    parameters. Every file is written atomically. A folder that already holds the
-    complete dataset for these parameters is returned untouched.
+    Layout: ``out_dir/<expression>/<subject>_<expression>_<k>.png`` (`size` x `size` RGB)
+    plus ``manifest.csv`` (path relative to out_dir, label, subject) and, last,
+    ``demo.json`` with the parameters. Every file is written atomically. A folder that
+    already holds the complete dataset for these parameters is returned untouched.
     """
     out = Path(out_dir)
     params = {"num_subjects": num_subjects, "images_per_expression": images_per_expression, "size": size,
@@ -347,23 +350,23 @@ def write_demo_dataset(out_dir: str | Path, num_subjects: int = 40, images_per_e
     for name in EXPRESSIONS:
         (out / name).mkdir(parents=True, exist_ok=True)
     rows = []
+    faces = _faces(num_subjects, images_per_expression, size, seed)
     total = num_subjects * len(EXPRESSIONS) * images_per_expression
-    faces = generate_faces(num_subjects, images_per_expression, size, seed)
-    for i, (image, label, subject) in enumerate(tqdm(faces, total=total, disable=not progress, desc="demo faces",
-                                                      unit="img")):
+    for image, label, subject, k in tqdm(faces, total=total, disable=not progress, desc="demo faces", unit="img"):
         name = EXPRESSIONS[label]
-        path = f"{name}/{subject}_{name}_{i % images_per_expression}.png"
+        path = f"{name}/{subject}_{name}_{k}.png"
         png = io.BytesIO()
         image.save(png, format="PNG")
         atomic.atomic_write(out / path, lambda f: f.write(png.getvalue()))
         rows.append((path, name, subject))
 
-    # Demo images of an earlier, larger run would otherwise sit beside the new ones.
+    # Images of an earlier, larger run, or temporary files of a killed one, would
+    # otherwise sit beside the new images in the class folders.
     written = {out / path for path, _, _ in rows}
-    pattern = re.compile(r"^S\d+_[a-z]+_\d+\.png$")
+    ours = re.compile(r"^\.?S\d+_[a-z]+_\d+\.png(\..*\.tmp)?$")
     for name in EXPRESSIONS:
         for old in (out / name).iterdir():
-            if pattern.match(old.name) and old not in written:
+            if ours.match(old.name) and old not in written:
                 old.unlink()
 
     table = io.StringIO()

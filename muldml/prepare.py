@@ -1,0 +1,211 @@
+"""`muldml prepare`: a dataset as distributed → aligned face crops + manifest.csv.
+
+For every source image (see muldml.data.sources): open it robustly (EXIF orientation
+applied; CMYK, palette, 16-bit and alpha images converted to 8-bit RGB), detect the face
+and its 5 landmarks with MTCNN, level the eyes, crop the region of interest and resize to
+``size`` (236 in the paper). No face → the centred square, status ``no_face``. Training
+images (and every image of a dataset without an official split, whose folds are made
+later) also get the paper's offline rotations, written beside the original with their
+angle in the manifest; training code uses rotations for training samples only.
+
+Output: OUT/<label>/<name>.png and OUT/manifest.csv with columns path, label, subject,
+split, source, rotation, probability, status (ok / no_face / skipped), reason.
+Every image is written atomically; progress is logged per source image, so an
+interrupted run resumes where it stopped and a finished one is a no-op.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from muldml import io as atomic
+from muldml.data.sources import RawItem, SourceDataset
+
+PAPER_ROTATIONS = (-10, -5, 0, 5, 10)
+MIN_SIDE = 16  # pixels; anything smaller holds no usable face
+MANIFEST_COLUMNS = ("path", "label", "subject", "split", "source", "rotation", "probability", "status", "reason", "sha1")
+LOG = ".prepare-log.csv"
+
+
+@dataclass
+class Summary:
+    """What a prepare run did, counted per status and per warning."""
+
+    statuses: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
+    images_written: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"{n} source image(s) {status}" for status, n in sorted(self.statuses.items())]
+        out += [f"  warning: {n}× {w}" for w, n in self.warnings.most_common()]
+        out.append(f"{self.images_written} image file(s) written")
+        return out
+
+
+def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """8-bit RGB from any PIL image; notes say what was converted (for the summary)."""
+    notes = []
+    transposed = ImageOps.exif_transpose(img)
+    if transposed is not img and img.getexif().get(0x0112, 1) != 1:
+        notes.append("EXIF rotation applied")
+    img = transposed
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        pixels = np.asarray(img, dtype=np.float64)
+        peak = pixels.max() if pixels.size and pixels.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8))
+        notes.append("16-bit converted to 8-bit")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+        notes.append("alpha channel flattened")
+    if img.mode not in ("RGB", "L"):
+        notes.append(f"{img.mode} converted to RGB")
+    return img.convert("RGB"), notes
+
+
+def _open(item: RawItem) -> tuple[Image.Image | None, list[str], str]:
+    """(image, notes, error): loads fully so that truncated files fail here."""
+    try:
+        img = item.load()
+        img.load()
+        rgb, notes = to_rgb(img)
+    except Exception as e:  # zero-byte, truncated, not an image, unreadable …
+        return None, [], f"unreadable image: {e.__class__.__name__}: {str(e)[:120]}"
+    if min(rgb.size) < MIN_SIDE:
+        return None, notes, f"too small ({rgb.size[0]}×{rgb.size[1]} px)"
+    return rgb, notes, ""
+
+
+def output_name(item: RawItem) -> str:
+    """A file-system-safe, unique stem from the item's key."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(item.key).with_suffix("").as_posix().replace("/", "__"))
+    return stem.strip("._") or hashlib.sha1(item.key.encode()).hexdigest()[:12]
+
+
+def _read_log(path: Path) -> dict[str, list[dict]]:
+    """Rows already written, grouped by source key; a torn last line is ignored."""
+    done: dict[str, list[dict]] = {}
+    if not path.exists():
+        return done
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, fieldnames=MANIFEST_COLUMNS):
+            if row.get("reason") is None or row["path"] == "path":
+                continue
+            done.setdefault(row["source"], []).append(row)
+    return done
+
+
+def prepare(
+    source: SourceDataset,
+    out: str | Path,
+    size: int = 236,
+    detect: bool = True,
+    rotations: Sequence[int] = PAPER_ROTATIONS,
+    device: str = "cpu",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Summary:
+    """Prepare `source` into `out` (see the module doc). Returns the run's summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG
+    done = _read_log(log_path)
+    todo = [item for item in source.items if item.key not in done]
+    summary = Summary()
+    for rows in done.values():
+        summary.statuses[rows[0]["status"]] += 1
+    summary.warnings.update(source.warnings)
+    detector = None
+    if detect and any(item.label for item in todo):
+        from muldml.data.faces import FaceDetector
+
+        detector = FaceDetector(device)
+    seen = {row["sha1"]: key for key, rows in done.items() for row in rows if row["sha1"]}
+    bar = tqdm(total=len(source.items), initial=len(source.items) - len(todo), disable=not progress,
+               desc=f"prepare {source.name}", unit="img")
+    with open(log_path, "a", newline="", encoding="utf-8") as log:
+        writer = csv.writer(log)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            opened = [(item, *_open(item)) if item.label else (item, None, [], item.skip_reason or "no label")
+                      for item in chunk]
+            images = [img for _, img, _, _ in opened if img is not None]
+            detections = iter(detector.detect(images) if detector and images else [None] * len(images))
+            for item, img, notes, error in opened:
+                rows = _process(item, img, notes, error, next(detections) if img is not None else None,
+                                out, size, detect, rotations, seen, summary)
+                writer.writerows([[row[c] for c in MANIFEST_COLUMNS] for row in rows])
+                log.flush()
+                bar.update(1)
+    bar.close()
+    _write_manifest(out, log_path)
+    return summary
+
+
+def _process(item, img, notes, error, detection, out, size, detect, rotations, seen, summary) -> list[dict]:
+    """Write one source image's outputs; returns its manifest rows."""
+    base = {"label": item.label or "", "subject": item.subject or "", "split": item.split or "",
+            "source": item.key, "rotation": "", "probability": "", "path": "", "sha1": ""}
+    if img is None:
+        summary.statuses["skipped"] += 1
+        summary.warnings[error.split(":")[0]] += 1
+        return [base | {"status": "skipped", "reason": error}]
+    digest = hashlib.sha1(img.tobytes()).hexdigest()
+    if digest in seen:
+        summary.statuses["skipped"] += 1
+        summary.warnings["duplicate image"] += 1
+        return [base | {"status": "skipped", "reason": f"duplicate of {seen[digest]}"}]
+    seen[digest] = item.key
+    for note in notes:
+        summary.warnings[note] += 1
+    if min(img.size) < size:
+        summary.warnings["smaller than the output size, upscaled"] += 1
+    status = "ok"
+    if detection is not None:
+        from muldml.data.faces import align_face
+
+        face = lambda angle: align_face(img, detection.landmarks, size, angle)  # noqa: E731
+        base["probability"] = f"{detection.probability:.4f}"
+    else:
+        from muldml.data.faces import center_square
+
+        if detect:
+            status = "no_face"
+            summary.warnings["no face found, centred crop used"] += 1
+        face = lambda angle: center_square(img, size, angle)  # noqa: E731
+    angles = rotations if item.split in (None, "train") else (0,)
+    rows = []
+    for angle in sorted(set(angles) | {0}, key=lambda a: (a != 0, a)):
+        suffix = "" if angle == 0 else f"_r{angle:+d}"
+        rel = f"{item.label}/{output_name(item)}{suffix}.png"
+        (out / item.label).mkdir(exist_ok=True)
+        buffer = io.BytesIO()
+        face(angle).save(buffer, format="PNG")
+        atomic.atomic_write(out / rel, lambda f: f.write(buffer.getvalue()))
+        summary.images_written += 1
+        rows.append(base | {"path": rel, "rotation": str(angle), "status": status, "reason": "; ".join(notes),
+                            "sha1": digest if angle == 0 else ""})
+    summary.statuses[status] += 1
+    return rows
+
+
+def _write_manifest(out: Path, log_path: Path) -> None:
+    rows = [row for rows in _read_log(log_path).values() for row in rows]
+    rows.sort(key=lambda r: (r["source"], int(r["rotation"] or 0)))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic.write_text(out / "manifest.csv", buffer.getvalue())
