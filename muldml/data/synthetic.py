@@ -65,11 +65,12 @@ class _Shape:
     brow_arch: float = 0.0
     eye_open: float = 0.0  # relative change of the eye height
     wrinkle: float = 0.0  # a wrinkled nose
+    furrow: float = 0.0  # vertical creases between the brows
 
 
 _SHAPES = {
     "anger": _Shape(smile=-0.04, width=-0.25, press=1.0, brow_raise=-0.5, brow_tilt=-1.1, brow_pinch=0.35,
-                    eye_open=-0.35),
+                    eye_open=-0.35, furrow=1.0),
     "disgust": _Shape(smile=-0.08, open=0.06, width=-0.1, snarl=0.16, teeth=0.5, brow_raise=-0.45, brow_tilt=-0.4,
                       brow_pinch=0.25, eye_open=-0.4, wrinkle=1.0),
     "fear": _Shape(smile=-0.05, open=0.09, width=0.3, teeth=0.45, brow_raise=0.7, brow_tilt=0.8, brow_pinch=0.35,
@@ -233,6 +234,11 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
                 draw.ellipse(box, outline=(30, 30, 35), width=line)
             else:
                 draw.rounded_rectangle(box, radius=g * 0.3, outline=(30, 30, 35), width=line)
+    if shape.furrow:
+        for side in (-1, 1):
+            x = cx + side * eye_r * 0.3
+            draw.line([(x, eye_y - eye_r * 2.2), (x - side * eye_r * 0.1, eye_y - eye_r * 0.9)],
+                      fill=_shade(identity.skin, 0.6), width=line)
     if identity.glasses:
         g = eye_r * 1.55
         draw.line([(cx - eye_dx + g, eye_y), (cx + eye_dx - g, eye_y)], fill=(30, 30, 35), width=line)

@@ -1,0 +1,65 @@
+"""MTCNN on a real photo that ships with scikit-image (one face, five landmarks)."""
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from muldml.data.faces import FaceDetector, align_face, center_square, eye_angle, rotate_points
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector("cpu")
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return Image.fromarray(data.astronaut())
+
+
+def test_detects_the_one_face_with_five_landmarks(detector, astronaut):
+    (found,) = detector.detect([astronaut])
+    assert found.probability > 0.99 and found.landmarks.shape == (5, 2)
+    x0, y0, x1, y1 = found.box
+    assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 200  # her face, upper middle of the photo
+    left_eye, right_eye, nose, mouth_left, mouth_right = found.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0] and nose[1] < mouth_left[1]
+
+
+@pytest.mark.parametrize("tilt", [0, 15, -12])
+def test_alignment_levels_the_eyes(detector, astronaut, tilt):
+    tilted = astronaut.rotate(tilt, resample=Image.BICUBIC)
+    (found,) = detector.detect([tilted])
+    assert abs(eye_angle(found.landmarks)) > abs(tilt) / 2 - 3  # the tilt is really there
+    aligned = align_face(tilted, found.landmarks, 236)
+    assert aligned.size == (236, 236)
+    (again,) = detector.detect([aligned])
+    assert again is not None and again.probability > 0.99
+    assert abs(eye_angle(again.landmarks)) < 3.0, eye_angle(again.landmarks)
+    # The face fills the crop: its box covers most of the image, centred.
+    x0, y0, x1, y1 = again.box
+    assert (x1 - x0) > 0.5 * 236 and abs((x0 + x1) / 2 - 118) < 30
+
+
+def test_offline_rotation_turns_the_aligned_face(detector, astronaut):
+    (found,) = detector.detect([astronaut])
+    turned = align_face(astronaut, found.landmarks, 236, rotation=10)
+    (again,) = detector.detect([turned])
+    # PIL turns counter-clockwise: the right eye (image right) rises.
+    assert -14 < eye_angle(again.landmarks) < -6
+    assert np.asarray(turned)[:8, :8].mean() > 20  # corners are image, not black fill
+
+
+def test_no_face_found_and_centre_fallback(detector):
+    blank = Image.new("RGB", (120, 80), (128, 128, 128))
+    assert detector.detect([blank]) == [None]
+    assert center_square(blank, 50).size == (50, 50)
+
+
+def test_rotate_points_matches_pil():
+    img = Image.new("L", (101, 101))
+    img.putpixel((80, 50), 255)
+    turned = img.rotate(90, center=(50, 50))
+    y, x = np.unravel_index(np.argmax(np.asarray(turned)), (101, 101))
+    (px, py), = rotate_points(np.array([[80.0, 50.0]]), (50, 50), 90)
+    assert abs(px - x) <= 1 and abs(py - y) <= 1

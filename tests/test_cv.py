@@ -1,0 +1,46 @@
+import json
+
+from fixtures import make_image_folder
+
+from muldml.cli import main
+
+SMALL = ["--epochs", "1", "--batch-size", "8", "--image-size", "32", "--lr", "0.001", "--slice-dim", "8",
+         "--tau-min", "0.25", "--tau-max", "0.45", "--quiet"]
+
+
+def with_rotations(root):
+    """Add a manifest that lists, beside each image, a 'rotated' copy (rotation 5)."""
+    rows = ["path,label,subject,split,source,rotation"]
+    for f in sorted(root.rglob("*.png")):
+        rel = f.relative_to(root).as_posix()
+        subject = f.name.split("_")[0]
+        rows.append(f"{rel},{f.parent.name},{subject},,{rel},0")
+        rows.append(f"{rel},{f.parent.name},{subject},,{rel},5")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_cv_end_to_end_and_resume(tmp_path, capsys):
+    data = with_rotations(make_image_folder(tmp_path / "faces", subjects=6, per_subject=1))
+    out = tmp_path / "cv"
+    assert main(["cv", "--data", str(data), "--preset", "mul-dml", "--folds", "3", "--out", str(out), *SMALL]) == 0
+    summary = json.loads((out / "cv.json").read_text())
+    assert len(summary["fold_accuracies"]) == 3
+    # Every original is tested exactly once; rotated copies never are.
+    assert sum(map(sum, summary["confusion"])) == 18
+    assert abs(summary["accuracy_mean"] - sum(summary["fold_accuracies"]) / 3) < 1e-12
+    assert (out / "confusion.png").is_file() and "3-fold" in (out / "report.md").read_text()
+    for k in (1, 2, 3):
+        assert (out / f"fold-{k:02d}" / "report.md").is_file()
+    assert "accuracy" in capsys.readouterr().out
+    # A rerun resumes: finished folds are not trained again.
+    mtime = (out / "fold-01" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(["cv", "--data", str(data), "--preset", "mul-dml", "--folds", "3", "--out", str(out), *SMALL]) == 0
+    assert (out / "fold-01" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_cv_needs_enough_subjects(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "faces", subjects=2, per_subject=1)
+    assert main(["cv", "--data", str(data), "--folds", "10", "--out", str(tmp_path / "cv"),
+                 "--subject-regex", r"^(S\d+)_", *SMALL]) == 2
+    assert "2 subjects cannot make 10 subject-independent folds" in capsys.readouterr().err
