@@ -2,7 +2,7 @@
 
 Who someone is (background, skin tone, face shape, hair, shirt, eye spacing, nose,
 glasses) covers most of the pixels; how they feel (mouth curve and opening, brow height
-and angle, eye opening, a wrinkled nose) only a few. So raw pixel distance says more
+and angle, eye opening, creases) only a few. So raw pixel distance says more
 about who than about how, the problem of the Mul-DML paper's Fig. 1, and a useful
 metric has to be learnt. Every image adds pose (in-plane rotation, scale, shift), a
 lighting gradient, pixel noise and a random expression intensity.
@@ -36,7 +36,7 @@ __all__ = ["EXPRESSIONS", "HAIR_STYLES", "Identity", "sample_identity", "render_
 
 HAIR_STYLES = ("bald", "crop", "fringe", "parted", "long", "curly")
 SUPERSAMPLE = 4  # drawn at 4x, then downsampled: antialiased edges at any size
-_DRAWING = 2  # part of a written folder's stamp: a folder drawn differently is regenerated
+_DRAWING = 1  # part of a written folder's stamp: a folder drawn differently is regenerated
 
 _NATURAL_HAIR = ((25, 20, 20), (60, 40, 28), (105, 70, 40), (140, 65, 30), (210, 175, 105), (165, 160, 155))
 _MOUTH = (70, 22, 30)  # inside of an open mouth
@@ -73,9 +73,9 @@ _SHAPES = {
                     eye_open=-0.35, furrow=1.0),
     "disgust": _Shape(smile=-0.08, open=0.06, width=-0.1, snarl=0.16, teeth=0.5, brow_raise=-0.45, brow_tilt=-0.4,
                       brow_pinch=0.25, eye_open=-0.4, wrinkle=1.0),
-    "fear": _Shape(smile=-0.05, open=0.09, width=0.3, teeth=0.45, brow_raise=0.7, brow_tilt=0.8, brow_pinch=0.35,
+    "fear": _Shape(smile=-0.05, open=0.14, width=0.3, teeth=0.45, brow_raise=0.7, brow_tilt=0.8, brow_pinch=0.35,
                    eye_open=0.6),
-    "happiness": _Shape(smile=0.18, open=0.12, upper_share=0.1, width=0.1, teeth=0.45, brow_raise=0.1,
+    "happiness": _Shape(smile=0.18, open=0.2, upper_share=0.1, width=0.1, teeth=0.5, brow_raise=0.1,
                         eye_open=-0.3),
     "sadness": _Shape(smile=-0.15, width=-0.1, brow_raise=0.15, brow_tilt=1.0, brow_pinch=0.15, eye_open=-0.2),
     "surprise": _Shape(open=0.36, width=-0.5, brow_raise=1.1, brow_arch=0.5, eye_open=0.7),
@@ -208,7 +208,9 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     eye_r = identity.eye_size * s
     eye_h = eye_r * 0.62 * max(0.25, 1 + shape.eye_open * k)
     eye_dx = identity.eye_spacing * rx
-    brow, brow_colour = max(1, round(identity.brow_thickness * s)), _shade(identity.hair, 0.55)
+    brow = max(1, round(identity.brow_thickness * s))
+    # Brows take the hair's colour, but always darker than the skin so they read on any face.
+    brow_colour = tuple(min(h, c) for h, c in zip(_shade(identity.hair, 0.55), _shade(identity.skin, 0.5)))
     for side in (-1, 1):
         ex = cx + side * eye_dx
         draw.ellipse([ex - eye_r, eye_y - eye_h, ex + eye_r, eye_y + eye_h], fill=_SCLERA)
@@ -267,7 +269,7 @@ def render_face(identity: Identity, expression: str | int, rng: np.random.Genera
     middle = [mouth_y - smile * (2 * t - 1) ** 2 for t in ts]
     upper = [(x, m - (gap * shape.upper_share + snarl * (1 - t)) * _bump(t)) for x, m, t in zip(xs, middle, ts)]
     lower = [(x, m + gap * (1 - shape.upper_share) * _bump(t)) for x, m, t in zip(xs, middle, ts)]
-    lips = (int(min(255, identity.skin[0] * 0.7 + 45)), int(identity.skin[1] * 0.45), int(identity.skin[2] * 0.5))
+    lips = (int(min(255, identity.skin[0] * 0.6 + 75)), int(identity.skin[1] * 0.4), int(identity.skin[2] * 0.45))
     lip = max(2, round(s * 0.02))
     if gap + snarl > lip:
         draw.polygon(upper + lower[::-1], fill=_MOUTH)

@@ -80,7 +80,8 @@ def test_expressions_differ_and_are_recognisable_on_unseen_people():
     for s in range(3):
         faces = [canonical(s, e).reshape(32, 32, 3) for e in range(7)]
         for a, b in combinations(range(7), 2):
-            assert np.abs(faces[a] - faces[b]).mean() > 0.5, (s, EXPRESSIONS[a], EXPRESSIONS[b])
+            change = np.abs(faces[a] - faces[b])
+            assert change.mean() > 0.4 and change.max() > 25, (s, EXPRESSIONS[a], EXPRESSIONS[b])
             assert np.array_equal(faces[a][:4, :4], faces[b][:4, :4])  # background corner
 
 
