@@ -70,7 +70,7 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img.convert("RGBA"))
         notes.append("alpha channel flattened")
-    if img.mode not in ("RGB", "L"):
+    elif img.mode not in ("RGB", "L"):
         notes.append(f"{img.mode} converted to RGB")
     return img.convert("RGB"), notes
 
@@ -95,16 +95,42 @@ def output_name(item: RawItem) -> str:
 
 
 def _read_log(path: Path) -> dict[str, list[dict]]:
-    """Rows already written, grouped by source key; a torn last line is ignored."""
+    """Rows already written, grouped by source key. A source's rows start with its
+    rotation-0 (or skipped) row, so a source written again replaces its earlier rows;
+    a torn last line is ignored."""
     done: dict[str, list[dict]] = {}
     if not path.exists():
         return done
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f, fieldnames=MANIFEST_COLUMNS):
-            if row.get("reason") is None or row["path"] == "path":
+            if row.get("sha1") is None:  # torn line
                 continue
+            if row["rotation"] in ("", "0"):
+                done[row["source"]] = []
             done.setdefault(row["source"], []).append(row)
     return done
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether a non-empty file lacks its final newline."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
+
+
+def _angles(item: RawItem, rotations: Sequence[int]) -> list[int]:
+    """Rotations written for an item: all for training images (and for datasets without an
+    official split, whose folds are made later), none for validation and test images."""
+    angles = rotations if item.split in (None, "train") else ()
+    return sorted(set(angles) | {0}, key=lambda a: (a != 0, a))
+
+
+def _finished(item: RawItem, rows: list[dict], rotations: Sequence[int]) -> bool:
+    if rows and rows[0]["status"] == "skipped":
+        return True
+    return sorted(int(r["rotation"]) for r in rows) == sorted(_angles(item, rotations))
 
 
 def prepare(
@@ -121,7 +147,9 @@ def prepare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG
-    done = _read_log(log_path)
+    logged = _read_log(log_path)
+    done = {item.key: logged[item.key] for item in source.items
+            if item.key in logged and _finished(item, logged[item.key], rotations)}
     todo = [item for item in source.items if item.key not in done]
     summary = Summary()
     for rows in done.values():
@@ -136,6 +164,8 @@ def prepare(
     bar = tqdm(total=len(source.items), initial=len(source.items) - len(todo), disable=not progress,
                desc=f"prepare {source.name}", unit="img")
     with open(log_path, "a", newline="", encoding="utf-8") as log:
+        if _ends_torn(log_path):
+            log.write("\n")  # an interrupted run's torn last line stays a line of its own
         writer = csv.writer(log)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
@@ -150,7 +180,7 @@ def prepare(
                 log.flush()
                 bar.update(1)
     bar.close()
-    _write_manifest(out, log_path)
+    _write_manifest(out, [row for rows in _read_log(log_path).values() for row in rows])
     return summary
 
 
@@ -185,9 +215,8 @@ def _process(item, img, notes, error, detection, out, size, detect, rotations, s
             status = "no_face"
             summary.warnings["no face found, centred crop used"] += 1
         face = lambda angle: center_square(img, size, angle)  # noqa: E731
-    angles = rotations if item.split in (None, "train") else (0,)
     rows = []
-    for angle in sorted(set(angles) | {0}, key=lambda a: (a != 0, a)):
+    for angle in _angles(item, rotations):
         suffix = "" if angle == 0 else f"_r{angle:+d}"
         rel = f"{item.label}/{output_name(item)}{suffix}.png"
         (out / item.label).mkdir(exist_ok=True)
@@ -201,8 +230,7 @@ def _process(item, img, notes, error, detection, out, size, detect, rotations, s
     return rows
 
 
-def _write_manifest(out: Path, log_path: Path) -> None:
-    rows = [row for rows in _read_log(log_path).values() for row in rows]
+def _write_manifest(out: Path, rows: list[dict]) -> None:
     rows.sort(key=lambda r: (r["source"], int(r["rotation"] or 0)))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

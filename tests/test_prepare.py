@@ -1,0 +1,141 @@
+"""`muldml prepare` end to end on generated fixtures, bad files included, then `muldml cv` on its output."""
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from muldml.cli import main
+from muldml.data.classes import EXPRESSIONS
+from muldml.data.synthetic import render_face, sample_identity
+from muldml.prepare import to_rgb
+
+
+def face(subject, expression, size=64):
+    identity = sample_identity(np.random.default_rng([3, subject]))
+    return render_face(identity, expression, np.random.default_rng([3, subject, expression]), size)
+
+
+def exif_rotated_jpeg(img):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90° clockwise
+    buffer = io.BytesIO()
+    img.transpose(Image.Transpose.ROTATE_90).save(buffer, format="JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def source(tmp_path):
+    """A folder dataset: demo faces of 4 subjects × 3 classes, a real photo, and bad files."""
+    root = tmp_path / "src"
+    classes = ["anger", "happiness", "surprise"]
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for s in range(4):
+            face(s, EXPRESSIONS.index(name)).save(root / name / f"S{s:03d}_{name}.png")
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(root / "happiness" / "S009_photo.png")
+    bad = root / "anger"
+    (bad / "S010_zero.png").write_bytes(b"")
+    full = (root / "anger" / "S000_anger.png").read_bytes()
+    (bad / "S010_truncated.png").write_bytes(full[: len(full) // 2])
+    (bad / "S010_text.png").write_text("not an image")
+    Image.new("RGB", (8, 8)).save(bad / "S010_tiny.png")
+    (bad / "S011_copy.png").write_bytes(full)  # the same pixels as S000_anger.png
+    converted = root / "surprise"
+    face(5, 5).convert("CMYK").save(converted / "S005_cmyk.jpg")
+    face(6, 5).convert("P").save(converted / "S006_palette.png", transparency=0)
+    Image.fromarray((np.asarray(face(7, 5).convert("L"), dtype=np.uint16) * 257)).save(converted / "S007_16bit.png")
+    rgba = face(8, 5).convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(converted / "S008_alpha.png")
+    (converted / "S012_exif.jpg").write_bytes(exif_rotated_jpeg(face(12, 5)))
+    return root
+
+
+def read_manifest(out):
+    with open(out / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_prepare_then_cross_validate(source, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    args = ["prepare", str(source), str(out), "--dataset", "folder", "--subject-regex", r"^(S\d+)_",
+            "--size", "48", "--rotations=-5,0,5", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    rows = read_manifest(out)
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    status = {key.split("/")[-1]: rs[0]["status"] for key, rs in by_source.items()}
+    reason = {key.split("/")[-1]: rs[0]["reason"] for key, rs in by_source.items()}
+    # The real photo is found and aligned; drawn faces fall back to the centred crop.
+    assert status["S009_photo.png"] == "ok" and float(by_source["happiness/S009_photo.png"][0]["probability"]) > 0.9
+    assert status["S000_anger.png"] in ("ok", "no_face")
+    for bad in ("S010_zero.png", "S010_truncated.png", "S010_text.png", "S010_tiny.png", "S011_copy.png"):
+        assert status[bad] == "skipped", bad
+    assert "unreadable" in reason["S010_zero.png"] and "unreadable" in reason["S010_truncated.png"]
+    assert "too small" in reason["S010_tiny.png"] and reason["S011_copy.png"] == "duplicate of anger/S000_anger.png"
+    assert "CMYK converted" in reason["S005_cmyk.jpg"] and "alpha" in reason["S006_palette.png"]
+    assert "16-bit" in reason["S007_16bit.png"] and "alpha" in reason["S008_alpha.png"]
+    assert "EXIF rotation applied" in reason["S012_exif.jpg"]
+    # Each usable image: the original and two rotations, 48×48 RGB, subject kept.
+    kept = [r for r in rows if r["status"] != "skipped"]
+    assert len(kept) == 3 * 18 and {r["rotation"] for r in kept} == {"-5", "0", "5"}
+    for r in kept:
+        img = Image.open(out / r["path"])
+        assert img.size == (48, 48) and img.mode == "RGB" and r["subject"].startswith("S")
+    assert "5 source image(s) skipped" in printed and "duplicate image" in printed
+
+    # A rerun is a no-op; an interrupted one (log cut short, manifest gone) finishes the rest.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
+    log = out / ".prepare-log.csv"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:10]) + lines[10][:7])  # and a torn last line
+    (out / "manifest.csv").unlink()
+    assert main(args) == 0
+    assert read_manifest(out) == rows
+    assert not list(out.rglob("*.tmp"))
+
+    # Cross-validation on what prepare wrote (rotations train, originals test).
+    cv_out = tmp_path / "cv"
+    assert main(["cv", "--data", str(out), "--preset", "mul-dml", "--folds", "2", "--out", str(cv_out),
+                 "--epochs", "1", "--batch-size", "16", "--image-size", "48", "--slice-dim", "8",
+                 "--tau-min", "0.25", "--tau-max", "0.45", "--lr", "0.001", "--quiet"]) == 0
+    summary = json.loads((cv_out / "cv.json").read_text())
+    assert sum(map(sum, summary["confusion"])) == 18  # every original tested once
+
+
+def test_fer2013_official_split_gets_rotations_on_training_images_only(tmp_path, capsys):
+    root = tmp_path / "fer"
+    root.mkdir()
+    pixels = lambda s: " ".join(map(str, np.asarray(face(s, 3, 48).convert("L")).ravel()))  # noqa: E731
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n" + f"3,{pixels(0)},Training\n"
+                                      f"4,{pixels(1)},PublicTest\n" + f"0,{pixels(2)},PrivateTest\n" + "9,1 2 3,Training\n")
+    out = tmp_path / "out"
+    assert main(["prepare", str(root), str(out), "--dataset", "fer2013", "--no-detect", "--size", "48", "--quiet"]) == 0
+    rows = read_manifest(out)
+    per_split = {}
+    for r in rows:
+        per_split.setdefault(r["split"], []).append(r)
+    assert len(per_split["train"]) == 5 + 1  # five rotations of the good row + the skipped one
+    assert len(per_split["val"]) == 1 and len(per_split["test"]) == 1
+    assert {r["label"] for r in per_split["val"]} == {"sadness"}
+
+
+def test_to_rgb_keeps_plain_images_untouched():
+    img = Image.new("RGB", (20, 20), (10, 20, 30))
+    rgb, notes = to_rgb(img)
+    assert notes == [] and rgb.getpixel((0, 0)) == (10, 20, 30)
+
+
+def test_prepare_bad_arguments(tmp_path, capsys):
+    assert main(["prepare", str(tmp_path / "none"), str(tmp_path / "o"), "--dataset", "ck+"]) == 2
+    assert "muldml: error:" in capsys.readouterr().err
+    assert main(["prepare", str(tmp_path), str(tmp_path / "o"), "--dataset", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
