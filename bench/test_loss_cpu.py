@@ -12,7 +12,7 @@ from muldml.losses import multi_threshold_triplet_loss, threshold_range
 
 MARGINS = threshold_range()
 SLICE_DIM = 256
-ROUNDS = {96: 30, 512: 10, 2048: 3}
+ROUNDS = {96: 30, 512: 20, 2048: 3}
 
 
 def make_inputs(batch):

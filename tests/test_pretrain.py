@@ -1,0 +1,25 @@
+import torch
+from fixtures import make_image_folder
+
+from muldml.cli import main
+from muldml.model import MulDMLNet, load_init
+
+
+def test_pretrain_writes_a_backbone_that_init_accepts(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "big", subjects=4, per_subject=2)
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+                 "--image-size", "32", "--subject-regex", r"^(S\d+)_", "--quiet"]) == 0
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["config"]["preset"] == "cnn" and saved["config"]["lr"] == 1e-3
+    assert "backbone for --init" in capsys.readouterr().out
+    # The backbone (torchvision layout) initialises a Mul-DML network with other classes.
+    net = MulDMLNet(num_classes=7, num_slices=7, slice_dim=16)
+    missing, unexpected = load_init(net, out / "backbone.pt")
+    assert unexpected == [] and all(not k.startswith("backbone.") for k in missing)
+    assert torch.equal(net.backbone.layer4[1].conv2.weight, saved["model"]["backbone.layer4.1.conv2.weight"])
+    # And --init on the command line trains from it.
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "mul-dml", "--data", str(data), "--out", str(run), "--init", str(out / "backbone.pt"),
+                 "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--slice-dim", "8", "--quiet"]) == 0
+    assert "missing key(s)" in capsys.readouterr().out
