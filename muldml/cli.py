@@ -42,6 +42,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=f"(default {default})")
 
 
+def add_run_options(parser: argparse.ArgumentParser, out_help: str, resume: bool) -> None:
+    """Options shared by the commands that train: data, output, config file, settings."""
+    parser.add_argument("--data", required=True, help="dataset folder (<class>/<image> or manifest.csv)")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--config", help="JSON or YAML file of settings")
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_options(parser)
+
+
 def config_from_args(args: argparse.Namespace, preset: str) -> Config:
     values = read_config_file(args.config) if getattr(args, "config", None) else {}
     preset = values.pop("preset", None) if preset is None else preset
@@ -174,13 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a preset on an image folder")
     train.add_argument("--preset", choices=list(PRESETS), default=None, help="paper variant (default mul-dml)")
-    train.add_argument("--data", required=True, help="dataset folder (<class>/<image> or manifest.csv)")
-    train.add_argument("--out", required=True, help="run folder: checkpoint, history, report")
-    train.add_argument("--config", help="JSON or YAML file of settings")
-    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    train.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_options(train)
+    add_run_options(train, "run folder: checkpoint, history, report", resume=True)
     train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on an image folder")
@@ -211,23 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     cv = sub.add_parser("cv", help="k-fold subject-independent cross-validation of a preset")
     cv.add_argument("--preset", choices=list(PRESETS), default=None)
-    cv.add_argument("--data", required=True, help="prepared dataset folder")
-    cv.add_argument("--out", required=True, help="study folder: fold-XX runs, cv.json, report.md")
     cv.add_argument("--folds", type=int, default=10)
-    cv.add_argument("--config", help="JSON or YAML file of settings")
-    cv.add_argument("--subject-regex")
-    cv.add_argument("--quiet", action="store_true")
-    add_config_options(cv)
+    add_run_options(cv, "study folder: fold-XX runs, cv.json, report.md", resume=False)
     cv.set_defaults(run=cmd_cv)
 
     pretrain = sub.add_parser("pretrain", help="softmax pre-training on a large set; writes backbone.pt for --init")
-    pretrain.add_argument("--data", required=True)
-    pretrain.add_argument("--out", required=True)
-    pretrain.add_argument("--config", help="JSON or YAML file of settings")
-    pretrain.add_argument("--resume", action="store_true")
-    pretrain.add_argument("--subject-regex")
-    pretrain.add_argument("--quiet", action="store_true")
-    add_config_options(pretrain)
+    add_run_options(pretrain, "run folder: checkpoint, history, backbone.pt", resume=True)
     pretrain.set_defaults(run=cmd_pretrain)
 
     demo = sub.add_parser("demo", help="built-in demo: generated faces, cnn vs mul-dml, side by side")

@@ -181,6 +181,16 @@ def write_history(out: Path, history: list[dict]) -> None:
     atomic.write_text(out / HISTORY, buffer.getvalue())
 
 
+def tensorboard_writer(out: Path):
+    """A TensorBoard SummaryWriter logging into out/tensorboard, or None when TensorBoard is
+    not installed (it is optional: history.csv holds the same numbers)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
 def run_epoch(model, triplet_loss, loader, device, optimizer=None, progress=None) -> Meter:
     """One pass over `loader`: trains when an optimiser is given, else evaluates."""
     training = optimizer is not None
@@ -234,8 +244,9 @@ def train(
     random.seed(cfg.seed)
     loader_generator = torch.Generator().manual_seed(cfg.seed)
 
+    resuming = resume and (out / CHECKPOINT).exists()
     model = build_model(cfg)
-    if cfg.init and not resume:
+    if cfg.init and not resuming:
         missing, unexpected = load_init(model, cfg.init)
         print(f"init {cfg.init}: {len(missing)} missing key(s) (new layers: {', '.join(sorted({k.split('.')[0] for k in missing})) or 'none'}), "
               f"{len(unexpected)} unexpected")
@@ -248,7 +259,7 @@ def train(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     history: list[dict] = []
     start_epoch = 0
-    if resume and (out / CHECKPOINT).exists():
+    if resuming:
         state = load_checkpoint(out / CHECKPOINT)
         saved = Config.from_dict(state["config"])
         if saved.preset != cfg.preset:
@@ -279,6 +290,7 @@ def train(
     bar = tqdm(total=(last - start_epoch) * len(train_loader), disable=not progress,
                desc=f"{cfg.preset}", unit="batch", dynamic_ncols=True)
     state = None
+    board = tensorboard_writer(out)
     for epoch in range(start_epoch, last):
         bar.set_description(f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}")
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
@@ -293,5 +305,10 @@ def train(
                  "epoch": epoch + 1, "config": cfg.to_dict(), "history": history}
         atomic.save_torch(out / CHECKPOINT, state)
         write_history(out, history)
+        if board is not None:
+            for key, value in row.items():
+                board.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
     bar.close()
+    if board is not None:
+        board.close()
     return state if state is not None else load_checkpoint(out / CHECKPOINT)

@@ -23,3 +23,12 @@ def test_pretrain_writes_a_backbone_that_init_accepts(tmp_path, capsys):
     assert main(["train", "--preset", "mul-dml", "--data", str(data), "--out", str(run), "--init", str(out / "backbone.pt"),
                  "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--slice-dim", "8", "--quiet"]) == 0
     assert "missing key(s)" in capsys.readouterr().out
+
+
+def test_cv_folds_start_from_init(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "d", subjects=4, per_subject=1)
+    torch.save(MulDMLNet(num_classes=3, num_slices=1, slice_dim=8).backbone.state_dict(), tmp_path / "b.pt")
+    assert main(["cv", "--data", str(data), "--folds", "2", "--out", str(tmp_path / "cv"), "--init", str(tmp_path / "b.pt"),
+                 "--subject-regex", r"^(S\d+)_", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                 "--slice-dim", "8", "--quiet"]) == 0
+    assert capsys.readouterr().out.count(f"init {tmp_path / 'b.pt'}") == 2  # once per fold
