@@ -1,6 +1,6 @@
 """Multi-threshold triplet loss: the public API, input checks and backend dispatch.
 
-Backends compute the same thing (../shared definitions in the README):
+Backends compute the same thing (definitions in the README) and return a TripletLossOutput:
 - "reference": the naive per-slice loop (muldml.reference), the oracle;
 - "torch": vectorised and memory-lean (muldml.backend_torch), for CPUs and as GPU fallback;
 - "triton": fused Triton kernels (kernels.triplet), one launch forward, one backward;

@@ -143,6 +143,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
+        # Checkpoints carry numpy's RNG state, so they are unpickled: load only trusted files.
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise UserError(f"checkpoint {path} is unreadable (truncated or not a checkpoint): {e.__class__.__name__}") from None
