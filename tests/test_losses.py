@@ -88,7 +88,7 @@ def test_duplicate_and_zero_embeddings_have_finite_gradients(backend, normalize)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ties_go_to_the_lowest_index(backend):
-    """Equal distances, within a tile and across tiles of the Triton kernel (64 columns)."""
+    """Equal distances, within a tile and across the Triton kernel's column tiles (32 wide)."""
     batch = 150
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(batch, 16, generator=gen)
@@ -99,7 +99,7 @@ def test_ties_go_to_the_lowest_index(backend):
     x[0] = torch.ones(16)
     x[3] = torch.ones(16) * 1.01
     x[[5, 70, 140]] = -torch.ones(16)
-    # Its nearest negatives: rows 100 and 9 coincide, 64 columns apart; row 120 another one.
+    # Its nearest negatives: rows 100 and 9 coincide, in different column tiles; row 120 another one.
     x[[9, 100, 120]] = torch.ones(16) * 0.999
     x[120, 0] = 0.5
     out, _ = run(backend, x, labels, [0.3], 16, normalize=False)

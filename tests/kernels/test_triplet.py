@@ -1,7 +1,7 @@
 """The fused Triton kernels against the float64 reference.
 
 Without a GPU they run in Triton's interpreter (tests/conftest.py), which is slow: these
-cases are small, yet cross tile boundaries (64 anchors, 64 columns, 32 dims per step).
+cases are small, yet cross tile boundaries (64 anchors, 32 columns, 16 dims per step).
 """
 import pytest
 import torch
