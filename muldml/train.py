@@ -29,6 +29,8 @@ from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import MulDMLNet, load_init, vote
 
 CHECKPOINT = "checkpoint.pt"
+# Settings a resumed run may change: how long and where it runs, not what it learns.
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "backend"}
 HISTORY = "history.csv"
 
 
@@ -265,8 +267,8 @@ def train(
         saved = Config.from_dict(state["config"])
         if saved.preset != cfg.preset:
             raise UserError(f"{out / CHECKPOINT} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
-        if saved.to_dict() | {"epochs": cfg.epochs} != cfg.to_dict():
-            changed = [k for k, v in saved.to_dict().items() if k != "epochs" and cfg.to_dict()[k] != v]
+        changed = [k for k, v in saved.to_dict().items() if k not in RESUMABLE_CHANGES and cfg.to_dict()[k] != v]
+        if changed:
             raise UserError(f"cannot resume {out}: settings differ from its checkpoint ({', '.join(changed)})")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
