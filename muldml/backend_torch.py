@@ -16,6 +16,8 @@ from muldml.reference import NORMALIZE_EPS, safe_norm
 # in fp32. Row chunks of this size measured on 2 CPU cores (N = 7, B = 2048): 180 ms per
 # mining pass at 2^20–2^22, 216 ms at 2^24 (large temporaries fall out of cache).
 MINING_CHUNK_ELEMENTS = 1 << 21
+# On a GPU, blocks that small would mean thousands of small launches at B = 65,536.
+GPU_MINING_CHUNK_ELEMENTS = 1 << 26
 
 
 def valid_anchors(labels: torch.Tensor) -> torch.Tensor:
@@ -37,7 +39,7 @@ def _keep_best(best: torch.Tensor, best_idx: torch.Tensor, rows: slice, values: 
 
 @torch.no_grad()
 def mine_batch_hard(
-    slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int = MINING_CHUNK_ELEMENTS
+    slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hardest positive and negative per slice and anchor.
 
@@ -49,6 +51,8 @@ def mine_batch_hard(
     Ties go to the lowest index.
     """
     num_slices, batch, _ = slices.shape
+    if chunk_elements is None:
+        chunk_elements = GPU_MINING_CHUNK_ELEMENTS if slices.is_cuda else MINING_CHUNK_ELEMENTS
     sq = (slices * slices).sum(-1)  # (N, B)
     block = max(1, int((chunk_elements / num_slices) ** 0.5))
     best_pos = torch.full((num_slices, batch), float("-inf"), dtype=slices.dtype, device=slices.device)
