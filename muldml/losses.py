@@ -41,13 +41,7 @@ def threshold_range(tau_min: float = 0.15, tau_max: float = 0.75, step: float = 
     return [round(tau_min + step * i, 10) for i in range(round(intervals) + 1)]
 
 
-def _check_inputs(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    margins: torch.Tensor,
-    weights: torch.Tensor,
-    slice_dim: int,
-) -> None:
+def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor, num_slices: int, slice_dim: int) -> None:
     """Raise one clear TypeError/ValueError naming the first problem found."""
     if not isinstance(embeddings, torch.Tensor):
         raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
@@ -60,7 +54,6 @@ def _check_inputs(
     batch, width = embeddings.shape
     if batch == 0:
         raise ValueError("empty batch: embeddings have 0 rows")
-    num_slices = margins.numel()
     if width != num_slices * slice_dim:
         raise ValueError(
             f"embedding width {width} != number of margins ({num_slices}) x slice_dim ({slice_dim})"
@@ -71,11 +64,18 @@ def _check_inputs(
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.device != embeddings.device:
         raise ValueError(f"labels on {labels.device} but embeddings on {embeddings.device}")
-    if weights.numel() != num_slices:
-        raise ValueError(f"got {weights.numel()} weights for {num_slices} margins")
     # A finite sum proves every entry finite; only an infinite or NaN sum needs the full scan.
     if not torch.isfinite(embeddings.sum()) and not torch.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or Inf")
+
+
+def _check_options(backend: str, precision: str, slice_dim: int) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if slice_dim < 1:
+        raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
 
 
 def _as_vector(values: Sequence[float] | torch.Tensor, name: str) -> torch.Tensor:
@@ -117,20 +117,23 @@ def multi_threshold_triplet_loss(
         if width % num_slices:
             raise ValueError(f"embedding width {width} is not a multiple of the number of margins ({num_slices})")
         slice_dim = width // num_slices
-    if slice_dim < 1:
-        raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
-    _check_inputs(embeddings, labels, margin_vec, weight_vec, slice_dim)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    lam = 0.5 / num_slices if lam is None else float(lam)
+    if weight_vec.numel() != num_slices:
+        raise ValueError(f"got {weight_vec.numel()} weights for {num_slices} margins")
+    _check_options(backend, precision, slice_dim)
+    _check_inputs(embeddings, labels, num_slices, slice_dim)
+    dtype = _compute_dtype(embeddings)
+    return _dispatch(embeddings, labels, margin_vec.to(embeddings.device, dtype), weight_vec.to(embeddings.device, dtype),
+                     slice_dim, dual, normalize, 0.5 / num_slices if lam is None else float(lam), backend, precision)
+
+
+def _compute_dtype(embeddings: torch.Tensor) -> torch.dtype:
+    return torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+
+
+def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, normalize, lam, backend, precision):
+    """Run a backend on checked inputs; margins and weights already on the device."""
     if backend == "auto":
         backend = "triton" if embeddings.is_cuda else "torch"
-
-    compute_dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
-    margin_vec = margin_vec.to(embeddings.device, compute_dtype)
-    weight_vec = weight_vec.to(embeddings.device, compute_dtype)
     if backend == "reference":
         return reference_triplet_loss(
             embeddings, labels, margin_vec, slice_dim,
@@ -179,19 +182,18 @@ class MultiThresholdTripletLoss(nn.Module):
     ) -> None:
         super().__init__()
         margin_vec = _as_vector(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
-        if weights is not None and len(weights) != margin_vec.numel():
-            raise ValueError(f"got {len(weights)} weights for {margin_vec.numel()} margins")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if slice_dim < 1:
-            raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
+        weight_vec = torch.ones_like(margin_vec) if weights is None else _as_vector(weights, "weights")
+        if weight_vec.numel() != margin_vec.numel():
+            raise ValueError(f"got {weight_vec.numel()} weights for {margin_vec.numel()} margins")
+        _check_options(backend, precision, slice_dim)
         self.margins: list[float] = margin_vec.tolist()
-        self.weights = None if weights is None else list(map(float, weights))
+        self.weights: list[float] = weight_vec.tolist()
         self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
-        self.lam, self.backend, self.precision = lam, backend, precision
+        self.lam = 0.5 / self.num_slices if lam is None else float(lam)
+        self.backend, self.precision = backend, precision
         self.last_output: TripletLossOutput | None = None
+        # Margins and weights per (device, dtype), made once: no host-to-device copy per step.
+        self._vectors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_slices(self) -> int:
@@ -199,11 +201,14 @@ class MultiThresholdTripletLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, N·d); labels: (B,). Returns the scalar loss."""
-        self.last_output = multi_threshold_triplet_loss(
-            embeddings, labels, self.margins, self.slice_dim,
-            dual=self.dual, normalize=self.normalize, weights=self.weights,
-            lam=self.lam, backend=self.backend, precision=self.precision,
-        )
+        _check_inputs(embeddings, labels, self.num_slices, self.slice_dim)
+        key = (embeddings.device, _compute_dtype(embeddings))
+        if key not in self._vectors:
+            self._vectors[key] = (torch.tensor(self.margins, dtype=key[1]).to(key[0]),
+                                  torch.tensor(self.weights, dtype=key[1]).to(key[0]))
+        margins, weights = self._vectors[key]
+        self.last_output = _dispatch(embeddings, labels, margins, weights, self.slice_dim, self.dual, self.normalize,
+                                     self.lam, self.backend, self.precision)
         return self.last_output.loss
 
     def extra_repr(self) -> str:

@@ -154,3 +154,13 @@ def test_bad_options_name_the_problem():
         multi_threshold_triplet_loss(x, labels, [0.1, 0.2, 0.3], precision="fp8")
     with pytest.raises(ValueError, match="2 weights for 7 margins"):
         MultiThresholdTripletLoss(weights=[1, 2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_module_equals_functional(dtype):
+    loss_fn = MultiThresholdTripletLoss(margins=[0.1, 0.5], slice_dim=6, weights=[1.0, 2.0], lam=0.3, dual=False)
+    x, labels = random_case(11, 30, 2, 6, 4, dtype=dtype)
+    for _ in range(2):  # the second call reuses the module's margins on this device
+        got = loss_fn(x, labels)
+        expected = multi_threshold_triplet_loss(x, labels, [0.1, 0.5], 6, weights=[1.0, 2.0], lam=0.3, dual=False)
+        assert got.dtype == dtype and torch.equal(got, expected.loss)
