@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                     row.update(measure(table[method], x, labels, timer))
                 except torch.OutOfMemoryError:
                     row["skipped"] = "out of memory"
+                except ImportError as e:  # a peer's package missing on this machine
+                    row["skipped"] = f"not installed: {e.name}"
                 finally:
                     x.grad = None
                     if args.device == "cuda":
@@ -228,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, path)
-    plot(report["rows"], out / f"{card}.png", f"multi-threshold triplet loss, N={len(margins)}, d={args.slice_dim}, {card}")
-    print(f"wrote {path} and {path.with_suffix('.png')}")
+    try:
+        plot(report["rows"], out / f"{card}.png", f"multi-threshold triplet loss, N={len(margins)}, d={args.slice_dim}, {card}")
+        print(f"wrote {path} and {path.with_suffix('.png')}")
+    except ImportError:
+        print(f"wrote {path} (matplotlib not installed: no plot)")
     return 0
 
 
