@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import peers  # noqa: E402
+from muldml import io as atomic  # noqa: E402
 from muldml.losses import multi_threshold_triplet_loss, threshold_range  # noqa: E402
 
 DEFAULT_BATCHES = [96, 512, 2048, 8192, 32768, 65536]
@@ -144,10 +145,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic.save_figure(path, fig)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{card}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    atomic.write_json(path, report)
     try:
         plot(report["rows"], out / f"{card}.png", f"multi-threshold triplet loss, N={len(margins)}, d={args.slice_dim}, {card}")
         print(f"wrote {path} and {path.with_suffix('.png')}")

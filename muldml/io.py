@@ -40,6 +40,11 @@ def save_torch(path: str | Path, value: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(value, f))
 
 
+def save_png(path: str | Path, image) -> Path:
+    """Save a PIL image as PNG atomically."""
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
 def save_figure(path: str | Path, fig) -> Path:
     """Save a matplotlib figure as PNG atomically."""
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))

@@ -151,6 +151,7 @@ def prepare(
     done = {item.key: logged[item.key] for item in source.items
             if item.key in logged and _finished(item, logged[item.key], rotations)}
     todo = [item for item in source.items if item.key not in done]
+    manifest = dict(done)  # source key → its rows: what manifest.csv will hold
     summary = Summary()
     for rows in done.values():
         summary.statuses[rows[0]["status"]] += 1
@@ -178,9 +179,10 @@ def prepare(
                                 out, size, detect, rotations, seen, summary)
                 writer.writerows([[row[c] for c in MANIFEST_COLUMNS] for row in rows])
                 log.flush()
+                manifest[item.key] = rows
                 bar.update(1)
     bar.close()
-    _write_manifest(out, [row for rows in _read_log(log_path).values() for row in rows])
+    _write_manifest(out, [row for rows in manifest.values() for row in rows])
     return summary
 
 
@@ -220,9 +222,7 @@ def _process(item, img, notes, error, detection, out, size, detect, rotations, s
         suffix = "" if angle == 0 else f"_r{angle:+d}"
         rel = f"{item.label}/{output_name(item)}{suffix}.png"
         (out / item.label).mkdir(exist_ok=True)
-        buffer = io.BytesIO()
-        face(angle).save(buffer, format="PNG")
-        atomic.atomic_write(out / rel, lambda f: f.write(buffer.getvalue()))
+        atomic.save_png(out / rel, face(angle))
         summary.images_written += 1
         rows.append(base | {"path": rel, "rotation": str(angle), "status": status, "reason": "; ".join(notes),
                             "sha1": digest if angle == 0 else ""})

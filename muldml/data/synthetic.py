@@ -363,9 +363,7 @@ def write_demo_dataset(out_dir: str | Path, num_subjects: int = 40, images_per_e
     for image, label, subject, k in tqdm(faces, total=total, disable=not progress, desc="demo faces", unit="img"):
         name = EXPRESSIONS[label]
         path = f"{name}/{subject}_{name}_{k}.png"
-        png = io.BytesIO()
-        image.save(png, format="PNG")
-        atomic.atomic_write(out / path, lambda f: f.write(png.getvalue()))
+        atomic.save_png(out / path, image)
         rows.append((path, name, subject))
 
     # Images of an earlier, larger run, or temporary files of a killed one, would
