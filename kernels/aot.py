@@ -23,7 +23,7 @@ _ARG_TYPES = {
     "X": "*fp32", "LABELS": "*i64", "MARGINS": "*fp32", "POS": "*i32", "NEG": "*i32",
     "DIST": "*fp32", "NORMS": "*fp32", "SUMS": "*fp32", "ACTIVE": "*i32", "COUNT": "*i32",
     "GRAD": "*fp32", "WEIGHTS": "*fp32", "GRAD_OUT": "*fp32",
-    "stride_row": "i32", "stride_col": "i32", "B": "i32", "D": "i32", "EPS": "fp32", "SCALE": "fp32",
+    "stride_row": "i32", "stride_label": "i32", "stride_col": "i32", "B": "i32", "D": "i32", "EPS": "fp32", "SCALE": "fp32",
 }
 KERNELS = {"forward": triplet._triplet_forward_kernel, "backward": triplet._triplet_backward_kernel}
 

@@ -33,7 +33,7 @@ from muldml.reference import NORMALIZE_EPS
 @triton.jit
 def _load_rows(X, rows, cols, row_mask, col_mask, stride_row, stride_col):
     """Load X[rows, cols] as an fp32 (len(rows), len(cols)) tile, zero outside the masks."""
-    ptrs = X + rows[:, None] * stride_row + cols[None, :] * stride_col
+    ptrs = X + rows.to(tl.int64)[:, None] * stride_row + cols.to(tl.int64)[None, :] * stride_col
     return tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
 
 
@@ -49,7 +49,7 @@ def _inverse_norm(sq_norm, EPS, NORMALIZE: tl.constexpr):
 @triton.jit
 def _triplet_forward_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
-    LABELS,  # (B,) int
+    LABELS, stride_label,  # (B,) int, any stride
     MARGINS,  # (N,) fp32
     POS, NEG,  # (N, B) int32 out: hardest positive / negative, -1 where no triplet
     DIST,  # (3, N, B) fp32 out: d(a,p*), d(a,n*), d(p*,n*)
@@ -67,7 +67,7 @@ def _triplet_forward_kernel(
     row_ok = rows < B
     first_col = slice_id * D
     dims = tl.arange(0, BLOCK_D)
-    labels_a = tl.load(LABELS + rows, mask=row_ok, other=0)
+    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
 
     sq_a = tl.zeros((BLOCK_M,), tl.float32)
     for k in range(0, D, BLOCK_D):
@@ -89,14 +89,14 @@ def _triplet_forward_kernel(
             dim_ok = k + dims < D
             a = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
             # The column tile is loaded transposed, (BLOCK_D, BLOCK_N), ready for the dot.
-            b_ptrs = X + cols[None, :] * stride_row + (first_col + k + dims)[:, None] * stride_col
+            b_ptrs = X + cols.to(tl.int64)[None, :] * stride_row + (first_col + k + dims).to(tl.int64)[:, None] * stride_col
             b = tl.load(b_ptrs, mask=dim_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
             dot = tl.dot(a, b, dot, input_precision=PRECISION)
             sq_b += tl.sum(b * b, axis=0)
         inv_b = _inverse_norm(sq_b, EPS, NORMALIZE)
         # Squared distance minus the row constant ‖x̂_a‖²: ranks the columns of a row alike.
         score = (sq_b * inv_b * inv_b)[None, :] - 2.0 * dot * inv_a[:, None] * inv_b[None, :]
-        labels_b = tl.load(LABELS + cols, mask=col_ok, other=0)
+        labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
         same = labels_a[:, None] == labels_b[None, :]
         is_pos = same & (rows[:, None] != cols[None, :]) & col_ok[None, :]
         is_neg = (labels_a[:, None] != labels_b[None, :]) & col_ok[None, :]
@@ -262,7 +262,7 @@ def _triplet_backward_kernel(
             grad_p = (grad_p - xp * proj_p[:, None]) * inv_p[:, None]
             grad_n = (grad_n - xn * proj_n[:, None]) * inv_n[:, None]
         mask = touched[:, None] & dim_ok[None, :]
-        width = tl.num_programs(1) * D
+        width = (tl.num_programs(1) * D).to(tl.int64)
         tl.atomic_add(GRAD + rows[:, None] * width + cols[None, :], grad_a, mask=mask)
         tl.atomic_add(GRAD + p[:, None] * width + cols[None, :], grad_p, mask=mask)
         tl.atomic_add(GRAD + n[:, None] * width + cols[None, :], grad_n, mask=mask)
@@ -318,7 +318,7 @@ class _TripletLossFunction(torch.autograd.Function):
         cfg = forward_config(slice_dim)
         grid = (triton.cdiv(batch, cfg.block_m), num_slices)
         _triplet_forward_kernel[grid](
-            embeddings, embeddings.stride(0), embeddings.stride(1), labels, margins,
+            embeddings, embeddings.stride(0), embeddings.stride(1), labels, labels.stride(0), margins,
             pos, neg, dist, norms, sums, active, count,
             batch, slice_dim, NORMALIZE_EPS,
             DUAL=dual, NORMALIZE=normalize, PRECISION=precision,

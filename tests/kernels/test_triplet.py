@@ -59,3 +59,32 @@ def test_tf32_mining_keeps_exact_hinge():
     x, labels = random_case(13, 80, 2, 48, 5)
     check_against_reference("triton", *on_device(x, labels), [0.3, 0.7], 48, dual=True, normalize=True,
                             precision="tf32", mining_atol=5e-3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_strided_labels(backend):
+    """Labels that are a view with stride 2 (e.g. every other entry of a longer tensor)."""
+    x, labels = random_case(14, 70, 2, 24, 5)
+    big = torch.stack([labels, torch.randint(100, 200, (70,))], dim=1).reshape(-1)
+    strided = big[::2]
+    assert strided.stride(0) == 2 and torch.equal(strided, labels)
+    check_against_reference(backend, *on_device(x, strided), [0.3, 0.6], 24, dual=True, normalize=True,
+                            grad_scale=0.7)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_row_offsets_beyond_int32(normalize):
+    """A view whose row stride × rows passes 2³¹ elements: offsets must be 64-bit.
+
+    The storage is reserved, not touched (only the rows used are written), so the 6 GiB
+    of fp16 it spans cost a few pages of memory.
+    """
+    stride = 1 << 30
+    x, labels = random_case(15, 4, 2, 16, 2)
+    labels = torch.tensor([0, 1, 0, 1])
+    storage = torch.empty(3 * stride + 32, dtype=torch.float16, device=DEVICE)
+    wide = storage.as_strided((4, 32), (stride, 1))
+    wide.copy_(x.to(torch.float16))
+    assert wide.stride(0) * wide.shape[0] >= 2**31
+    check_against_reference("triton", wide, labels.to(DEVICE), [0.3, 0.9], 16, dual=True, normalize=normalize,
+                            grad_rtol=1e-2)
