@@ -10,6 +10,11 @@ angle in the manifest; training code uses rotations for training samples only.
 
 Output: OUT/<label>/<name>.png and OUT/manifest.csv with columns path, label, subject,
 split, source, rotation, probability, status (ok / no_face / skipped), reason.
+<name> comes from the source's key (`output_stem`); every source gets its own files, a
+name two sources would share being made distinct with a hash of the key (and counted).
+Any file in a source folder that is not an image Pillow reads is listed as skipped by its
+reader; an image that cannot be read, detected in or cropped is skipped with its reason:
+every source is counted, and one bad image never stops the run.
 Every image is written atomically; progress is logged per source image, so an
 interrupted run resumes where it stopped and a finished one is a no-op.
 """
@@ -20,7 +25,7 @@ import hashlib
 import io
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from muldml import io as atomic
+from muldml.data.files import is_image_file
 from muldml.data.sources import RawItem, SourceDataset
 
 PAPER_ROTATIONS = (-10, -5, 0, 5, 10)
@@ -88,10 +94,42 @@ def _open(item: RawItem) -> tuple[Image.Image | None, list[str], str]:
     return rgb, notes, ""
 
 
-def output_name(item: RawItem) -> str:
-    """A file-system-safe, unique stem from the item's key."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(item.key).with_suffix("").as_posix().replace("/", "__"))
-    return stem.strip("._") or hashlib.sha1(item.key.encode()).hexdigest()[:12]
+def output_stem(key: str) -> str:
+    """A file-system-safe stem from a source key: folders joined by ``__``, an image file's
+    extension dropped, other characters outside ``[A-Za-z0-9._-]`` replaced by ``_``
+    (``fer2013.csv#row=7`` → ``fer2013.csv_row_7``). Different keys can give the same stem;
+    `prepare` makes them distinct."""
+    path = Path(key)
+    if is_image_file(path):
+        path = path.with_suffix("")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.as_posix().replace("/", "__")).strip("._")
+    if not stem or len(stem) > 150:  # file names stay well inside 255 bytes
+        stem = f"{stem[:100]}-{_key_hash(key)}".strip("._-")
+    return stem
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+class _Outputs:
+    """Output paths claimed so far (compared case-folded, as on case-insensitive file systems):
+    each source gets paths no other source has; a clash is resolved with a hash of its key."""
+
+    def __init__(self, rows: Iterable[dict]) -> None:
+        self.owner = {row["path"].casefold(): row["source"] for row in rows if row["path"]}
+
+    def paths(self, item: RawItem, angles: Sequence[int], summary: Summary) -> list[str]:
+        stem = output_stem(item.key)
+        for candidate in (stem, f"{stem}-{_key_hash(item.key)}"):
+            paths = [f"{item.label}/{candidate}{'' if a == 0 else f'_r{a:+d}'}.png" for a in angles]
+            if all(self.owner.get(p.casefold(), item.key) == item.key for p in paths):
+                break
+            summary.warnings["output name shared with another source, made distinct by a hash of its key"] += 1
+        else:  # a hash clash too: not expected, but never overwrite
+            raise RuntimeError(f"no distinct output name for {item.key}")
+        self.owner.update((p.casefold(), item.key) for p in paths)
+        return paths
 
 
 def _read_log(path: Path) -> dict[str, list[dict]]:
@@ -162,6 +200,7 @@ def prepare(
 
         detector = FaceDetector(device)
     seen = {row["sha1"]: key for key, rows in done.items() for row in rows if row["sha1"]}
+    outputs = _Outputs(row for rows in done.values() for row in rows)
     bar = tqdm(total=len(source.items), initial=len(source.items) - len(todo), disable=not progress,
                desc=f"prepare {source.name}", unit="img")
     with open(log_path, "a", newline="", encoding="utf-8") as log:
@@ -173,10 +212,10 @@ def prepare(
             opened = [(item, *_open(item)) if item.label else (item, None, [], item.skip_reason or "no label")
                       for item in chunk]
             images = [img for _, img, _, _ in opened if img is not None]
-            detections = iter(detector.detect(images) if detector and images else [None] * len(images))
+            found = iter(detector.detect_faces(images) if detector and images else [None] * len(images))
             for item, img, notes, error in opened:
-                rows = _process(item, img, notes, error, next(detections) if img is not None else None,
-                                out, size, detect, rotations, seen, summary)
+                rows = _process(item, img, notes, error, next(found) if img is not None else None,
+                                out, size, detect, rotations, seen, outputs, summary)
                 writer.writerows([[row[c] for c in MANIFEST_COLUMNS] for row in rows])
                 log.flush()
                 manifest[item.key] = rows
@@ -186,43 +225,54 @@ def prepare(
     return summary
 
 
-def _process(item, img, notes, error, detection, out, size, detect, rotations, seen, summary) -> list[dict]:
-    """Write one source image's outputs; returns its manifest rows."""
+def _process(item, img, notes, error, found, out, size, detect, rotations, seen, outputs, summary) -> list[dict]:
+    """Write one source image's outputs; returns its manifest rows. `found`: its `ImageFaces`,
+    None without detection. A failure on this image (reading, detection, cropping) skips it,
+    counted and with its reason; it never stops the run."""
+    from muldml.data.faces import MIN_FACE_SIZE, align_face, center_square
+
     base = {"label": item.label or "", "subject": item.subject or "", "split": item.split or "",
             "source": item.key, "rotation": "", "probability": "", "path": "", "sha1": ""}
-    if img is None:
+
+    def skipped(reason: str) -> list[dict]:
         summary.statuses["skipped"] += 1
-        summary.warnings[error.split(":")[0]] += 1
-        return [base | {"status": "skipped", "reason": error}]
+        summary.warnings[reason.split(":")[0]] += 1
+        return [base | {"status": "skipped", "reason": reason}]
+
+    if img is None:
+        return skipped(error)
     digest = hashlib.sha1(img.tobytes()).hexdigest()
     if digest in seen:
         summary.statuses["skipped"] += 1
         summary.warnings["duplicate image"] += 1
         return [base | {"status": "skipped", "reason": f"duplicate of {seen[digest]}"}]
+    if found is not None and found.error:
+        return skipped(found.error)
+    status, detection = "ok", found.best if found is not None else None
+    if detection is not None:
+        face = lambda angle: align_face(img, detection.landmarks, size, angle)  # noqa: E731
+        base["probability"] = f"{detection.probability:.4f}"
+    else:
+        face = lambda angle: center_square(img, size, angle)  # noqa: E731
+        if detect:
+            status = "no_face"
+            summary.warnings["no face found, centred crop used"] += 1
+            if min(img.size) < MIN_FACE_SIZE:
+                notes = notes + [f"smaller than the smallest face MTCNN finds ({MIN_FACE_SIZE} px)"]
+    angles = _angles(item, rotations)
+    try:
+        crops = [face(angle) for angle in angles]
+    except Exception as e:  # degenerate landmarks, a decoder error surfacing late …
+        return skipped(f"cropping failed: {e.__class__.__name__}: {str(e)[:120]}")
     seen[digest] = item.key
     for note in notes:
         summary.warnings[note] += 1
     if min(img.size) < size:
         summary.warnings["smaller than the output size, upscaled"] += 1
-    status = "ok"
-    if detection is not None:
-        from muldml.data.faces import align_face
-
-        face = lambda angle: align_face(img, detection.landmarks, size, angle)  # noqa: E731
-        base["probability"] = f"{detection.probability:.4f}"
-    else:
-        from muldml.data.faces import center_square
-
-        if detect:
-            status = "no_face"
-            summary.warnings["no face found, centred crop used"] += 1
-        face = lambda angle: center_square(img, size, angle)  # noqa: E731
     rows = []
-    for angle in _angles(item, rotations):
-        suffix = "" if angle == 0 else f"_r{angle:+d}"
-        rel = f"{item.label}/{output_name(item)}{suffix}.png"
+    for angle, crop, rel in zip(angles, crops, outputs.paths(item, angles, summary)):
         (out / item.label).mkdir(exist_ok=True)
-        atomic.save_png(out / rel, face(angle))
+        atomic.save_png(out / rel, crop)
         summary.images_written += 1
         rows.append(base | {"path": rel, "rotation": str(angle), "status": status, "reason": "; ".join(notes),
                             "sha1": digest if angle == 0 else ""})

@@ -6,6 +6,14 @@ level, then crops a square region of interest from the landmarks: centred betwee
 eyes and the mouth, its side 2.5× the eye-to-mouth distance (or 2.2× the eye distance,
 whichever is larger), which spans brows to chin. It is resized to the output size (the
 paper: 236×236).
+
+Public functions, shared by ``muldml prepare`` and ``muldml predict`` so that both crop
+faces the same way:
+
+- `FaceDetector.detect_faces`: every face of each image (`ImageFaces`), most probable first;
+  a failure on one image is recorded on that image, never raised.
+- `align_face`: one face, given its landmarks, as a size×size upright crop.
+- `center_square`: the fallback crop when no face is found.
 """
 from __future__ import annotations
 
@@ -16,40 +24,82 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+#: MTCNN's default smallest face side, pixels; an image smaller than this holds no face it can find.
+MIN_FACE_SIZE = 20
+
 
 @dataclass(frozen=True)
 class Detection:
-    """box: (x0, y0, x1, y1) px; landmarks: (5, 2) px — left eye, right eye, nose, mouth
-    left, mouth right (as seen in the image); probability in [0, 1]."""
+    """One face. box: (x0, y0, x1, y1) px; landmarks: (5, 2) px — left eye, right eye, nose,
+    mouth left, mouth right (as seen in the image); probability in [0, 1]."""
 
     box: np.ndarray
     landmarks: np.ndarray
     probability: float
 
 
+@dataclass(frozen=True)
+class ImageFaces:
+    """What detection found in one image: its faces, most probable first (empty when none),
+    or ``error`` (one line) when detection raised on this image."""
+
+    faces: tuple[Detection, ...] = ()
+    error: str | None = None
+
+    @property
+    def best(self) -> Detection | None:
+        """The most probable face, or None."""
+        return self.faces[0] if self.faces else None
+
+
 class FaceDetector:
     """MTCNN over batches of PIL images (same-size images share one forward pass)."""
 
-    def __init__(self, device: str = "cpu", min_face_size: int = 20) -> None:
+    def __init__(self, device: str = "cpu", min_face_size: int = MIN_FACE_SIZE) -> None:
         from facenet_pytorch import MTCNN
 
+        self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size)
 
-    def detect(self, images: Sequence[Image.Image]) -> list[Detection | None]:
-        """The most probable face of each image, or None where none is found."""
-        results: list[Detection | None] = [None] * len(images)
+    def detect_faces(self, images: Sequence[Image.Image]) -> list[ImageFaces]:
+        """Every face in each image (any PIL mode; converted to RGB), most probable first.
+
+        An image whose shorter side is below ``min_face_size`` has no face MTCNN can find
+        (its scale pyramid would be empty): no faces, no error. If detection raises on a
+        batch, each of its images is tried alone; an image that still fails gets the
+        exception's one-line description in ``error``. Nothing is raised for one image.
+        """
+        results = [ImageFaces() for _ in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
-            by_size.setdefault(img.size, []).append(i)
+            if min(img.size) >= self.min_face_size:
+                by_size.setdefault(img.size, []).append(i)
         for indices in by_size.values():
-            batch = [images[i] for i in indices]
-            boxes, probs, landmarks = self.mtcnn.detect(batch, landmarks=True)
-            for i, b, p, l in zip(indices, boxes, probs, landmarks):
-                if b is None or len(b) == 0:
-                    continue
-                best = int(np.argmax(p))
-                results[i] = Detection(np.asarray(b[best], dtype=float), np.asarray(l[best], dtype=float), float(p[best]))
+            batch = [images[i].convert("RGB") for i in indices]
+            try:
+                found = self._detect(batch)
+            except Exception:  # one bad image must not cost the batch: try each alone
+                found = []
+                for img in batch:
+                    try:
+                        found += self._detect([img])
+                    except Exception as e:
+                        found.append(ImageFaces(error=f"face detection failed: {e.__class__.__name__}: {str(e)[:120]}"))
+            for i, faces in zip(indices, found):
+                results[i] = faces
         return results
+
+    def _detect(self, batch: list[Image.Image]) -> list[ImageFaces]:
+        boxes, probs, landmarks = self.mtcnn.detect(batch, landmarks=True)
+        out = []
+        for b, p, l in zip(boxes, probs, landmarks):
+            if b is None or len(b) == 0:
+                out.append(ImageFaces())
+                continue
+            order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
+            out.append(ImageFaces(tuple(Detection(np.asarray(b[k], dtype=float), np.asarray(l[k], dtype=float),
+                                                  float(p[k])) for k in order)))
+        return out
 
 
 def eye_angle(landmarks: np.ndarray) -> float:
@@ -70,8 +120,9 @@ def rotate_points(points: np.ndarray, center: tuple[float, float], angle_deg: fl
 def align_face(img: Image.Image, landmarks: np.ndarray, size: int, rotation: float = 0.0) -> Image.Image:
     """Rotate `img` so the eyes are level, crop the face's region of interest, resize to size².
 
-    rotation: degrees (counter-clockwise) the upright face is turned afterwards, for the
-    offline augmentation; the crop is cut from a larger region, so corners stay image.
+    landmarks: (5, 2) px as in `Detection`. rotation: degrees (counter-clockwise) the
+    upright face is turned afterwards, for the offline augmentation; the crop keeps the
+    same scale at every angle and is cut from a larger region, so corners stay image.
     """
     eyes = (landmarks[0] + landmarks[1]) / 2
     angle = eye_angle(landmarks)
@@ -85,7 +136,11 @@ def align_face(img: Image.Image, landmarks: np.ndarray, size: int, rotation: flo
 
 
 def _square(img: Image.Image, cx: float, cy: float, side: float, rotation: float) -> Image.Image:
-    """The side×side square centred at (cx, cy), turned by `rotation` degrees about its centre."""
+    """The side×side square centred at (cx, cy), turned by `rotation` degrees about its centre.
+
+    Turning cuts from a 1.5× larger region (a turned square reaches at most √2/2 of its
+    side from its centre), then takes the middle side×side: the scale does not change.
+    """
     pad = 1.5 if rotation else 1.0
     half = side * pad / 2
     region = img.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
@@ -97,8 +152,7 @@ def _square(img: Image.Image, cx: float, cy: float, side: float, rotation: float
 
 
 def center_square(img: Image.Image, size: int, rotation: float = 0.0) -> Image.Image:
-    """The largest centred square, resized to size² (turned by `rotation` degrees, corners
-    filled from the image where it reaches): the fallback when no face is found."""
+    """The largest centred square, resized to size², turned by `rotation` degrees at the same
+    scale (corners beyond the image are black): the fallback when no face is found."""
     w, h = img.size
-    side = min(w, h) / (1.5 if rotation else 1.0)
-    return _square(img, w / 2, h / 2, side, rotation).resize((size, size), Image.BICUBIC)
+    return _square(img, w / 2, h / 2, min(w, h), rotation).resize((size, size), Image.BICUBIC)

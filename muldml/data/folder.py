@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from muldml.data.files import IMAGE_SUFFIXES, image_files, visible_folders
 from muldml.errors import UserError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+__all__ = ["IMAGE_SUFFIXES", "Sample", "scan_folder", "originals", "class_counts", "load_image", "FaceDataset"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,10 @@ def scan_folder(
         rows = _read_manifest(manifest)
         names = list(classes) if classes else list(dict.fromkeys(sorted(r["label"] for r in rows)))
     else:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(visible_folders(root))
         names = list(classes) if classes else [p.name for p in folders]
-        rows = [
-            {"path": str(f.relative_to(root)), "label": folder.name}
-            for folder in folders
-            for f in sorted(folder.iterdir())
-            if f.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        rows = [{"path": str(f.relative_to(root)), "label": folder.name}
+                for folder in folders for f in sorted(image_files(folder)[0])]
     if not rows:
         raise UserError(f"no images found in {root} (expected <class>/<image> folders or manifest.csv)")
     pattern = re.compile(subject_regex) if subject_regex else None

@@ -18,7 +18,7 @@ def astronaut():
 
 
 def test_detects_the_one_face_with_five_landmarks(detector, astronaut):
-    (found,) = detector.detect([astronaut])
+    found = detector.detect_faces([astronaut])[0].best
     assert found.probability > 0.99 and found.landmarks.shape == (5, 2)
     x0, y0, x1, y1 = found.box
     assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 200  # her face, upper middle of the photo
@@ -29,11 +29,11 @@ def test_detects_the_one_face_with_five_landmarks(detector, astronaut):
 @pytest.mark.parametrize("tilt", [0, 15, -12])
 def test_alignment_levels_the_eyes(detector, astronaut, tilt):
     tilted = astronaut.rotate(tilt, resample=Image.BICUBIC)
-    (found,) = detector.detect([tilted])
+    found = detector.detect_faces([tilted])[0].best
     assert abs(eye_angle(found.landmarks)) > abs(tilt) / 2 - 3  # the tilt is really there
     aligned = align_face(tilted, found.landmarks, 236)
     assert aligned.size == (236, 236)
-    (again,) = detector.detect([aligned])
+    again = detector.detect_faces([aligned])[0].best
     assert again is not None and again.probability > 0.99
     assert abs(eye_angle(again.landmarks)) < 3.0, eye_angle(again.landmarks)
     # The face fills the crop: its box covers most of the image, centred.
@@ -42,9 +42,9 @@ def test_alignment_levels_the_eyes(detector, astronaut, tilt):
 
 
 def test_offline_rotation_turns_the_aligned_face(detector, astronaut):
-    (found,) = detector.detect([astronaut])
+    found = detector.detect_faces([astronaut])[0].best
     turned = align_face(astronaut, found.landmarks, 236, rotation=10)
-    (again,) = detector.detect([turned])
+    again = detector.detect_faces([turned])[0].best
     # PIL turns counter-clockwise: the right eye (image right) rises.
     assert -14 < eye_angle(again.landmarks) < -6
     assert np.asarray(turned)[:8, :8].mean() > 20  # corners are image, not black fill
@@ -52,7 +52,7 @@ def test_offline_rotation_turns_the_aligned_face(detector, astronaut):
 
 def test_no_face_found_and_centre_fallback(detector):
     blank = Image.new("RGB", (120, 80), (128, 128, 128))
-    assert detector.detect([blank]) == [None]
+    assert detector.detect_faces([blank])[0].faces == ()
     assert center_square(blank, 50).size == (50, 50)
 
 
