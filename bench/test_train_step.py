@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from muldml.config import preset_config
-from muldml.train import build_model, build_triplet_loss, cross_entropy
+from muldml.training import build_model, build_triplet_loss
+from muldml.training.loop import cross_entropy
 
 
 @pytest.mark.parametrize("preset", ["cnn", "mul-dml"])

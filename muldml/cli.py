@@ -1,7 +1,7 @@
 """The `muldml` command.
 
     muldml train --preset mul-dml --data DIR --out runs/X [--config FILE] [--resume] [--<setting> VALUE …]
-    muldml evaluate --checkpoint runs/X --data DIR [--out DIR]
+    muldml evaluate --checkpoint runs/X --data DIR [--split test] [--out DIR] [--device D]
     muldml demo [--out runs/demo]
     muldml prepare SRC OUT --dataset NAME [--size 236] [--no-detect]
     muldml cv --data DIR --preset mul-dml --folds 10 --out runs/cv
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from muldml.config import PRESETS, Config, preset_config, read_config_file
+from muldml.config import PRESETS, Config, Runtime, preset_config, read_config_file, split_settings
 from muldml.errors import UserError
 
 # Settings that are not command-line options (filled from the data or the preset choice).
@@ -26,10 +26,8 @@ _NOT_OPTIONS = {"preset", "classes"}
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float, "str | None": str}
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per Config field; unset options stay None so lower layers show through."""
-    group = parser.add_argument_group("settings (override the preset and --config)")
-    for f in dataclasses.fields(Config):
+def _add_field_options(group, fields) -> None:
+    for f in fields:
         if f.name in _NOT_OPTIONS:
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -42,6 +40,18 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                                help=f"(default {default})")
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per Config field; unset options stay None so lower layers show through."""
+    _add_field_options(parser.add_argument_group("settings (override the preset and --config)"),
+                       dataclasses.fields(Config))
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per Runtime field (device, workers, …): never saved in a checkpoint."""
+    _add_field_options(parser.add_argument_group("runtime (where and how fast; not saved with the run)"),
+                       dataclasses.fields(Runtime))
+
+
 def add_run_options(parser: argparse.ArgumentParser, out_help: str, resume: bool) -> None:
     """Options shared by the commands that train: data, output, config file, settings."""
     parser.add_argument("--data", required=True, help="dataset folder (<class>/<image> or manifest.csv)")
@@ -52,14 +62,26 @@ def add_run_options(parser: argparse.ArgumentParser, out_help: str, resume: bool
     parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(parser)
+    add_runtime_options(parser)
 
 
-def config_from_args(args: argparse.Namespace, preset: str) -> Config:
+def _file_settings(args: argparse.Namespace) -> tuple[dict, dict]:
     values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    return split_settings(values)
+
+
+def config_from_args(args: argparse.Namespace, preset: str | None) -> Config:
+    values, _ = _file_settings(args)
     preset = values.pop("preset", None) if preset is None else preset
     cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
            if f.name not in _NOT_OPTIONS and getattr(args, f.name, None) is not None}
     return preset_config(preset or "mul-dml", **(values | cli))
+
+
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    _, values = _file_settings(args)
+    cli = {f.name: getattr(args, f.name) for f in dataclasses.fields(Runtime) if getattr(args, f.name, None) is not None}
+    return Runtime.from_dict(values | cli)
 
 
 def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | None = None):
@@ -70,9 +92,8 @@ def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | 
 
 def split_train_val(samples, cfg: Config):
     """Official split from the manifest when present, else a subject-independent hold-out."""
-    from muldml.data.splits import subject_holdout
-
     from muldml.data.folder import originals
+    from muldml.data.splits import subject_holdout
 
     splits = {s.split for s in samples}
     if "train" in splits and splits & {"val", "test"}:
@@ -84,45 +105,42 @@ def split_train_val(samples, cfg: Config):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from muldml.evaluate import compute_metrics, predict, write_report
-    from muldml.train import model_from_checkpoint, resolve_device, train
+    from muldml.evaluate import evaluate
+    from muldml.training import fit
 
     cfg = config_from_args(args, args.preset)
+    runtime = runtime_from_args(args)
     samples, classes = load_samples(args.data, args.subject_regex)
     cfg.classes = classes
     train_samples, val_samples = split_train_val(samples, cfg)
     print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
           f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
-    state = train(cfg, train_samples, val_samples, args.out, resume=args.resume, progress=not args.quiet)
+    state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, progress=not args.quiet)
     if val_samples:
-        model, cfg = model_from_checkpoint(state)
-        preds = predict(model, val_samples, cfg, resolve_device(cfg.device))
-        metrics = compute_metrics([s.label for s in val_samples], preds, classes)
-        report = write_report(args.out, cfg, metrics, state["history"], f"{cfg.preset} on {args.data}")
-        print(f"{cfg.preset}: validation accuracy {100 * metrics['accuracy']:.2f}%  ({report})")
+        result = evaluate(state, val_samples, args.out, device=runtime.device, title=f"{cfg.preset} on {args.data}")
+        print(f"{cfg.preset}: validation accuracy {100 * result.metrics['accuracy']:.2f}%  ({result.report})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from muldml.evaluate import compute_metrics, predict, write_report
-    from muldml.train import load_checkpoint, model_from_checkpoint, resolve_device
+    from muldml.data.folder import originals
+    from muldml.evaluate import evaluate
+    from muldml.training import load_checkpoint
 
     state = load_checkpoint(args.checkpoint)
-    model, cfg = model_from_checkpoint(state)
-    from muldml.data.folder import originals
-
-    samples, _ = load_samples(args.data, args.subject_regex, cfg.classes)
+    runtime = runtime_from_args(args)
+    samples, _ = load_samples(args.data, args.subject_regex, state["config"]["classes"])
     samples = originals(samples)
     if args.split:
         samples = [s for s in samples if s.split == args.split]
         if not samples:
             raise UserError(f"no images of split {args.split!r} in {args.data}")
-    preds = predict(model, samples, cfg, resolve_device(cfg.device), progress=not args.quiet)
-    metrics = compute_metrics([s.label for s in samples], preds, cfg.classes)
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "evaluation"
-    report = write_report(out, cfg, metrics, None, f"{cfg.preset} on {args.data}")
-    print(f"{cfg.preset}: accuracy {100 * metrics['accuracy']:.2f}% on {len(samples)} images  ({report})")
+    result = evaluate(state, samples, out, device=runtime.device, history=[], num_workers=runtime.workers,
+                      title=f"{state['config']['preset']} on {args.data}", progress=not args.quiet)
+    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(samples)} images  "
+          f"({result.report})")
     return 0
 
 
@@ -149,25 +167,24 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from muldml.cv import cross_validate
 
     cfg = config_from_args(args, args.preset)
+    runtime = runtime_from_args(args)
     samples, classes = load_samples(args.data, args.subject_regex)
     cfg.classes = classes
-    summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet)
+    summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime)
     print(f"{cfg.preset}: {args.folds}-fold accuracy {100 * summary['accuracy_mean']:.2f} ± "
           f"{100 * summary['accuracy_std']:.2f}%  ({Path(args.out) / 'report.md'})")
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    import torch
-
     from muldml import io as atomic
-    from muldml.train import model_from_checkpoint
+    from muldml.training import load_checkpoint, model_from_checkpoint
 
     args.preset = "cnn"  # softmax only
     if args.lr is None:
         args.lr = 1e-3  # from scratch, unlike the paper's fine-tuning rate
     cmd_train(args)
-    model, _ = model_from_checkpoint(torch.load(Path(args.out) / "checkpoint.pt", weights_only=False))
+    model, _ = model_from_checkpoint(load_checkpoint(args.out))
     path = atomic.save_torch(Path(args.out) / "backbone.pt", model.backbone.state_dict())
     print(f"backbone for --init: {path}")
     return 0
@@ -176,7 +193,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from muldml.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, subjects=args.subjects, progress=not args.quiet)
+    run_demo(args.out, epochs=args.epochs, subjects=args.subjects, progress=not args.quiet,
+             runtime=runtime_from_args(args))
     return 0
 
 
@@ -196,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="report folder parent (default: the run folder)")
     evaluate.add_argument("--subject-regex")
     evaluate.add_argument("--quiet", action="store_true")
+    add_runtime_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     prepare = sub.add_parser("prepare", help="detect, align and crop faces of a dataset as distributed")
@@ -230,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
     demo.add_argument("--subjects", type=int, default=None, help="identities to generate (default: the demo's)")
     demo.add_argument("--quiet", action="store_true")
+    add_runtime_options(demo)
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -16,17 +16,25 @@ network and one loss, never a separate code path:
 
 τ* is the dataset's best single threshold (paper Table II: CK+ 0.45, MMI 0.45,
 SFEW 0.75, RAF-DB 0.65); N = (τ_max − τ_min)/δτ + 1 (0.15…0.75 by 0.1: N = 7).
+
+Two kinds of settings: ``Config`` is what a run learns (saved in its checkpoint);
+``Runtime`` is where and how fast it runs (device, workers, precision, …), given anew by
+every command and never read back from a checkpoint. ``validate`` checks both, in one
+place, against the choices defined once in ``CHOICES``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from muldml.errors import UserError
-from muldml.losses import threshold_range
+from muldml.losses import BACKENDS, threshold_range
+from muldml.model import CLASSIFIER_INPUTS
 
 PAPER_TAU_STAR = {"ck+": 0.45, "mmi": 0.45, "sfew": 0.75, "raf-db": 0.65}
 
@@ -42,11 +50,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mul-dml-multask": dict(slice_dim=256, margin_mode="range", multitask=True),
 }
 MARGIN_MODES = ("none", "star", "range")
+SCHEDULERS = ("constant", "cosine")
+SAMPLERS = ("random", "pk")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+# The one list of allowed values per setting with a fixed set of choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": tuple(PRESETS),
+    "margin_mode": MARGIN_MODES,
+    "classifier_input": CLASSIFIER_INPUTS,
+    "backend": BACKENDS,
+    "scheduler": SCHEDULERS,
+    "sampler": SAMPLERS,
+    "amp": AMP_MODES,
+}
 
 
 @dataclass
 class Config:
-    """Everything a training run depends on; saved in every checkpoint."""
+    """Everything a training run learns from; saved in every checkpoint."""
 
     preset: str = "mul-dml"
     # Network
@@ -79,8 +101,6 @@ class Config:
     crop: int | None = None  # default: image_size·224/236
     val_fraction: float = 0.2  # subject-independent hold-out when no split is given
     classes: list[str] = field(default_factory=list)  # filled from the data
-    device: str = "auto"
-    num_workers: int = 0
 
     @property
     def margins(self) -> list[float]:
@@ -92,24 +112,14 @@ class Config:
         return threshold_range(self.tau_min, self.tau_max, self.tau_step)
 
     def validate(self) -> "Config":
-        if self.margin_mode not in MARGIN_MODES:
-            raise UserError(f"margin_mode must be one of {MARGIN_MODES}, got {self.margin_mode!r}")
+        """Check every field (raises UserError naming the first bad one); fills num_slices
+        from the margin range. Returns self."""
+        validate(self)
         if self.margin_mode == "range":
             try:
                 self.num_slices = len(self.margins)
             except ValueError as e:
                 raise UserError(str(e)) from None
-        for name in ("num_slices", "slice_dim", "epochs", "batch_size", "image_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.scheduler not in ("constant", "cosine"):
-            raise UserError(f"scheduler must be 'constant' or 'cosine', got {self.scheduler!r}")
-        if self.sampler not in ("random", "pk"):
-            raise UserError(f"sampler must be 'random' or 'pk', got {self.sampler!r}")
-        if self.classifier_input not in ("raw", "normalized"):
-            raise UserError(f"classifier_input must be 'raw' or 'normalized', got {self.classifier_input!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,11 +127,103 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown config key(s): {', '.join(unknown)}")
-        return cls(**values)
+        return _from_dict(cls, values)
+
+
+def default_workers() -> int:
+    """DataLoader workers when not given: min(8, CPUs available to this process)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(8, cpus)
+
+
+@dataclass
+class Runtime:
+    """Where and how a run executes. None of it changes what is learnt in exact arithmetic,
+    so it may differ between a run and its resumption, and no checkpoint stores it."""
+
+    device: str = "auto"  # auto: cuda if available, else cpu
+    num_workers: int | None = None  # DataLoader workers; None: min(8, CPUs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Runtime":
+        return _from_dict(cls, values).validate()
+
+    def validate(self) -> "Runtime":
+        validate(self)
+        return self
+
+    @property
+    def workers(self) -> int:
+        return default_workers() if self.num_workers is None else self.num_workers
+
+
+def _from_dict(cls, values: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown config key(s): {', '.join(unknown)}")
+    return cls(**values)
+
+
+# Numeric bounds: (lowest, highest, whether the lowest is allowed, whether the highest is).
+_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "num_slices": (1, math.inf, True, False),
+    "slice_dim": (1, math.inf, True, False),
+    "dropout": (0, 1, True, False),
+    "tau_star": (0, math.inf, True, False),
+    "tau_min": (0, math.inf, True, False),
+    "tau_max": (0, math.inf, True, False),
+    "tau_step": (0, math.inf, False, False),
+    "lam": (0, math.inf, True, False),
+    "epochs": (1, math.inf, True, False),
+    "batch_size": (1, math.inf, True, False),
+    "lr": (0, math.inf, False, False),
+    "weight_decay": (0, math.inf, True, False),
+    "pk_samples": (2, math.inf, True, False),
+    "seed": (0, 2**63 - 1, True, True),
+    "image_size": (1, math.inf, True, False),
+    "crop": (1, math.inf, True, False),
+    "val_fraction": (0, 1, False, False),
+    "num_workers": (0, math.inf, True, False),
+}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def validate(settings: Config | Runtime) -> None:
+    """The one check of every setting: type, choices (CHOICES) and range (_BOUNDS).
+
+    Raises UserError with one line naming the setting, the value and what is allowed.
+    """
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        kind = str(f.type).replace(" | None", "")
+        if value is None and "None" in str(f.type):
+            continue
+        if kind == "list[str]":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"{f.name} must be a list of names, got {value!r}")
+            continue
+        allowed = _TYPES.get(kind)
+        if allowed and (not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool))):
+            raise UserError(f"{f.name} must be {'a number' if kind == 'float' else 'an integer' if kind == 'int' else 'true or false' if kind == 'bool' else 'text'}, got {value!r}")
+        if f.name in CHOICES and value not in CHOICES[f.name]:
+            raise UserError(f"{f.name} must be one of {', '.join(CHOICES[f.name])}; got {value!r}")
+        if f.name in _BOUNDS:
+            low, high, low_ok, high_ok = _BOUNDS[f.name]
+            if not math.isfinite(value) or value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
+                interval = f"{'[' if low_ok else '('}{low:g}, {'∞)' if high == math.inf else f'{high:g}' + (']' if high_ok else ')')}"
+                raise UserError(f"{f.name} must be in {interval}, got {value!r}")
+    if isinstance(settings, Config):
+        if settings.tau_max < settings.tau_min:
+            raise UserError(f"tau_max ({settings.tau_max}) must be >= tau_min ({settings.tau_min})")
+        if settings.crop is not None and settings.crop > settings.image_size:
+            raise UserError(f"crop ({settings.crop}) must not exceed image_size ({settings.image_size})")
 
 
 def preset_config(name: str, **overrides: Any) -> Config:
@@ -134,7 +236,7 @@ def preset_config(name: str, **overrides: Any) -> Config:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a JSON or YAML file (keys as in Config)."""
+    """Settings from a JSON or YAML file (keys as in Config or Runtime)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -152,3 +254,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of settings")
     return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a mapping of settings into (Config fields and unknown keys, Runtime fields)."""
+    runtime_keys = {f.name for f in dataclasses.fields(Runtime)}
+    return ({k: v for k, v in values.items() if k not in runtime_keys},
+            {k: v for k, v in values.items() if k in runtime_keys})

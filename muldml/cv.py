@@ -14,18 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from muldml import io as atomic
-from muldml.config import Config
+from muldml.config import Config, Runtime
 from muldml.data.folder import Sample, originals
 from muldml.data.splits import subject_kfold
-from muldml.evaluate import compute_metrics, predict, write_report
+from muldml.evaluate import compute_metrics, evaluate
 from muldml.plots import plot_confusion
-from muldml.train import model_from_checkpoint, resolve_device, train
+from muldml.report import Report
+from muldml.training import fit
 
 
 def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, folds: int = 10,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, runtime: Runtime | None = None) -> dict:
     """Train and evaluate every fold into out/fold-XX; write out/cv.json and out/report.md."""
     out = Path(out)
+    runtime = runtime or Runtime()
     test_folds = subject_kfold(samples, folds, cfg.seed)
     per_fold = []
     for k, test_idx in enumerate(test_folds, start=1):
@@ -36,11 +38,9 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
         if (fold_dir / "report.md").exists():  # written last: the fold finished earlier
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue
-        state = train(cfg, train_samples, test_samples, fold_dir, resume=True, progress=progress)
-        model, fold_cfg = model_from_checkpoint(state)
-        preds = predict(model, test_samples, fold_cfg, resolve_device(cfg.device))
-        metrics = compute_metrics([s.label for s in test_samples], preds, cfg.classes)
-        write_report(fold_dir, fold_cfg, metrics, state["history"], f"{cfg.preset}, fold {k} of {folds}")
+        state = fit(cfg, train_samples, test_samples, fold_dir, runtime, resume=True, progress=progress)
+        metrics = evaluate(state, test_samples, fold_dir, device=runtime.device,
+                           title=f"{cfg.preset}, fold {k} of {folds}").metrics
         per_fold.append(metrics)
         print(f"fold {k}/{folds}: accuracy {100 * metrics['accuracy']:.2f}% on {len(test_samples)} images")
 
@@ -55,13 +55,12 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
     atomic.write_json(out / "cv.json", summary)
     plot_confusion(confusion, cfg.classes, out / "confusion.png",
                    f"{cfg.preset}, {folds}-fold: {100 * summary['accuracy_mean']:.1f} ± {100 * summary['accuracy_std']:.1f}%")
-    lines = [f"# {cfg.preset}: {folds}-fold subject-independent cross-validation", "",
-             f"Accuracy {100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_std']:.2f}% (mean ± std over folds)", "",
-             "| fold | accuracy |", "|---|---|"]
-    lines += [f"| {k} | {100 * a:.2f}% |" for k, a in enumerate(accuracies, start=1)]
-    lines += ["", "Confusion matrix summed over folds:", "", "![confusion](confusion.png)", "",
-              "## Configuration", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
-    atomic.write_text(out / "report.md", "\n".join(lines))
+    report = Report(f"{cfg.preset}: {folds}-fold subject-independent cross-validation")
+    report.paragraph(f"Accuracy {100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_std']:.2f}% "
+                     "(mean ± std over folds)")
+    report.table(["fold", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(accuracies, start=1)])
+    report.paragraph("Confusion matrix summed over folds:").image("confusion", "confusion.png")
+    report.settings(cfg.to_dict()).write(out / "report.md")
     return summary
 
 

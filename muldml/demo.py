@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from muldml import io as atomic
-from muldml.config import preset_config
+from muldml.config import Runtime, preset_config
 from muldml.data.classes import EXPRESSIONS
 from muldml.data.folder import scan_folder
 from muldml.data.splits import subject_holdout
-from muldml.evaluate import compute_metrics, predict, write_report
-from muldml.train import model_from_checkpoint, resolve_device, train
+from muldml.evaluate import evaluate
+from muldml.report import Report
+from muldml.training import check_writable, fit
 
 DEMO_PRESETS = ("cnn", "mul-dml")
 # From scratch on 64-px faces: a larger learning rate than the paper's fine-tuning 5e-6.
@@ -25,11 +25,11 @@ DEMO_IMAGES_PER_EXPRESSION = 3
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects: int | None = None,
-             progress: bool = True) -> dict[str, dict]:
+             progress: bool = True, runtime: Runtime | None = None) -> dict[str, dict]:
     """Run the demo into `out`; returns each preset's validation metrics."""
     from muldml.data.synthetic import write_demo_dataset
-    from muldml.train import check_writable
 
+    runtime = runtime or Runtime()
     out = Path(out)
     check_writable(out)
     data = write_demo_dataset(out / "data", num_subjects=subjects or DEMO_SUBJECTS,
@@ -45,26 +45,24 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
         settings = DEMO_SETTINGS | ({"epochs": epochs} if epochs else {})
         cfg = preset_config(preset, **settings)
         cfg.classes = list(classes)
-        state = train(cfg, train_samples, val_samples, out / preset, resume=True, progress=progress)
-        model, cfg = model_from_checkpoint(state)
-        preds = predict(model, val_samples, cfg, resolve_device(cfg.device))
-        results[preset] = compute_metrics([s.label for s in val_samples], preds, classes)
+        state = fit(cfg, train_samples, val_samples, out / preset, runtime, resume=True, progress=progress)
+        results[preset] = evaluate(state, val_samples, out / preset, device=runtime.device, title=f"demo: {preset}").metrics
         histories[preset] = state["history"]
-        write_report(out / preset, cfg, results[preset], state["history"], f"demo: {preset}")
 
-    table = ["| model | accuracy | " + " | ".join(classes) + " |", "|---" * (len(classes) + 2) + "|"]
-    for preset, m in results.items():
-        recalls = " | ".join(f"{100 * r:.0f}%" if r is not None else "—" for r in m["per_class_recall"].values())
-        table.append(f"| {preset} | {100 * m['accuracy']:.1f}% | {recalls} |")
-    lines = ["# muldml demo: softmax only vs Mul-DML on generated faces", "",
-             f"{len(train_samples)} training and {len(val_samples)} validation images, subject-independent; "
-             f"{DEMO_SETTINGS['image_size']}-px faces, {histories[DEMO_PRESETS[0]][-1]['epoch']} epochs from scratch, "
-             f"Adam lr {DEMO_SETTINGS['lr']}, batch {DEMO_SETTINGS['batch_size']}. Per-class columns are recall.", "",
-             *table, ""]
+    header = ["model", "accuracy", *classes]
+    rows = [[preset, f"{100 * m['accuracy']:.1f}%",
+             *(f"{100 * r:.0f}%" if r is not None else "—" for r in m["per_class_recall"].values())]
+            for preset, m in results.items()]
+    report = Report("muldml demo: softmax only vs Mul-DML on generated faces")
+    report.paragraph(f"{len(train_samples)} training and {len(val_samples)} validation images, subject-independent; "
+                     f"{DEMO_SETTINGS['image_size']}-px faces, {histories[DEMO_PRESETS[0]][-1]['epoch']} epochs from scratch, "
+                     f"Adam lr {DEMO_SETTINGS['lr']}, batch {DEMO_SETTINGS['batch_size']}. Per-class columns are recall.")
+    report.table(header, rows)
     for preset in DEMO_PRESETS:
-        lines += [f"## {preset}", "", f"![{preset} confusion]({preset}/confusion.png)", "",
-                  f"![{preset} curves]({preset}/curves.png)", ""]
-    atomic.write_text(out / "report.md", "\n".join(lines))
+        report.heading(preset).image(f"{preset} confusion", f"{preset}/confusion.png")
+        report.image(f"{preset} curves", f"{preset}/curves.png")
+    report.write(out / "report.md")
+    table = Report("").table(header, rows).lines[2:-1]
     print()
     print("\n".join(table))
     print(f"\nreport: {out / 'report.md'}")

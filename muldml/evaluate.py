@@ -1,15 +1,18 @@
-"""Evaluation: accuracy, per-class recall, confusion matrix, plots and a report.
+"""Evaluation, the one path from a trained model to its report:
+checkpoint (or model) → predict → metrics → report.
 
-``write_report`` leaves in its folder: metrics.json, confusion.csv (counts),
-confusion.png (row-normalised, as the paper's Fig. 9), curves.png (loss and accuracy per
-epoch, when a history is given) and report.md holding the config, numbers and plots.
+``evaluate`` serves every caller (train, evaluate, cv, demo, studies). ``write_report``
+leaves in its folder: metrics.json, confusion.csv (counts), confusion.png (row-normalised,
+as the paper's Fig. 9), curves.png (loss and accuracy per epoch, when a history is given)
+and report.md holding the config, numbers and plots.
 """
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,14 +24,51 @@ from muldml.data.augment import eval_transform
 from muldml.data.folder import FaceDataset, Sample
 from muldml.model import MulDMLNet, vote
 from muldml.plots import plot_confusion, plot_curves
+from muldml.report import Report
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` returns: metrics (see compute_metrics), (num_samples,) predicted
+    classes, the model's config and the report written (None when no folder was given)."""
+
+    metrics: dict[str, Any]
+    predictions: np.ndarray
+    config: Config
+    report: Path | None
+
+
+def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config], samples: Sequence[Sample],
+             out: str | Path | None = None, *, device: str | torch.device = "auto", title: str | None = None,
+             history: Sequence[dict] | None = None, num_workers: int = 0, progress: bool = False) -> Evaluation:
+    """Evaluate a checkpoint (file, run folder, loaded state) or a (model, config) pair on
+    `samples` (centre crop), and write a report into `out` when given.
+
+    device: where to run ("auto", "cpu", "cuda:N"); nothing device-specific comes from the
+    checkpoint. history: curves for the report; default the checkpoint's training history.
+    Raises UserError for unreadable checkpoints or unavailable devices.
+    """
+    from muldml.training import load_checkpoint, model_from_checkpoint, resolve_device
+
+    if isinstance(checkpoint, tuple):
+        model, cfg = checkpoint
+    else:
+        state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        model, cfg = model_from_checkpoint(state)
+        history = state.get("history") if history is None else history
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers)
+    metrics = compute_metrics([s.label for s in samples], predictions, cfg.classes)
+    report = write_report(out, cfg, metrics, history, title) if out is not None else None
+    return Evaluation(metrics, predictions, cfg, report)
 
 
 @torch.no_grad()
 def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: torch.device,
-            progress: bool = False) -> np.ndarray:
+            progress: bool = False, num_workers: int = 0) -> np.ndarray:
     """(num_samples,) predicted class per sample, from the centre crop."""
     loader = torch.utils.data.DataLoader(FaceDataset(samples, eval_transform(cfg.image_size, cfg.crop)),
-                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+                                         batch_size=cfg.batch_size, num_workers=num_workers)
     model.eval().to(device)
     preds = [vote(model(images.to(device)).logits).cpu() for images, _ in tqdm(loader, disable=not progress, desc="evaluate")]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
@@ -63,17 +103,16 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     """Write metrics, confusion matrix, plots and report.md into `out`; returns report.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    title = title or f"{cfg.preset} evaluation"
     atomic.write_json(out / "metrics.json", metrics)
     atomic.write_text(out / "confusion.csv", _confusion_csv(metrics))
     plot_confusion(np.array(metrics["confusion"]), metrics["classes"], out / "confusion.png",
                    f"{cfg.preset}: accuracy {100 * metrics['accuracy']:.1f}%")
-    lines = [f"# {title}", "", f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.", ""]
-    lines += ["| class | recall |", "|---|---|"]
-    lines += [f"| {c} | {'—' if r is None else f'{100 * r:.1f}%'} |" for c, r in metrics["per_class_recall"].items()]
-    lines += ["", "![confusion matrix](confusion.png)", ""]
+    report = Report(title or f"{cfg.preset} evaluation")
+    report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.")
+    report.table(["class", "recall"], [[c, "—" if r is None else f"{100 * r:.1f}%"]
+                                       for c, r in metrics["per_class_recall"].items()])
+    report.image("confusion matrix", "confusion.png")
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
-        lines += ["![training curves](curves.png)", ""]
-    lines += ["## Configuration", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
-    return atomic.write_text(out / "report.md", "\n".join(lines))
+        report.image("training curves", "curves.png")
+    return report.settings(cfg.to_dict()).write(out / "report.md")

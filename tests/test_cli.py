@@ -33,7 +33,7 @@ def test_config_file_then_command_line_overrides(data, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--config", str(tmp_path / "c.json"), "--data", str(data), "--out", str(run),
                  *SMALL, "--epochs", "1"]) == 0
-    cfg = torch.load(run / "checkpoint.pt", weights_only=False)["config"]
+    cfg = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
     assert cfg["preset"] == "mul-dml-same" and cfg["tau_star"] == 0.65 and cfg["epochs"] == 1
 
 

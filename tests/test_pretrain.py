@@ -10,7 +10,7 @@ def test_pretrain_writes_a_backbone_that_init_accepts(tmp_path, capsys):
     out = tmp_path / "pre"
     assert main(["pretrain", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
                  "--image-size", "32", "--subject-regex", r"^(S\d+)_", "--quiet"]) == 0
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["config"]["preset"] == "cnn" and saved["config"]["lr"] == 1e-3
     assert "backbone for --init" in capsys.readouterr().out
     # The backbone (torchvision layout) initialises a Mul-DML network with other classes.

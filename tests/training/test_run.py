@@ -8,7 +8,8 @@ from muldml.config import preset_config
 from muldml.data.folder import scan_folder
 from muldml.data.splits import subject_holdout
 from muldml.errors import UserError
-from muldml.train import CHECKPOINT, HISTORY, PKSampler, load_checkpoint, train
+from muldml.config import Runtime
+from muldml.training import CHECKPOINT, HISTORY, fit, load_checkpoint
 
 SMALL = dict(tau_min=0.15, tau_max=0.35, tau_step=0.1, slice_dim=8, batch_size=8, epochs=3, image_size=32,
              lr=1e-3, seed=3)
@@ -20,6 +21,10 @@ def dataset(tmp_path_factory):
     samples, classes = scan_folder(root, subject_regex=r"^(S\d+)_")
     train_idx, val_idx = subject_holdout(samples, 0.25, seed=0)
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx], classes
+
+
+def train(cfg, train_s, val_s, out, **kw):
+    return fit(cfg, train_s, val_s, out, Runtime(device="cpu", num_workers=0), **kw)
 
 
 def config(preset="mul-dml", **kw):
@@ -40,7 +45,7 @@ def test_history_logs_every_slice_and_checkpoint_is_complete(dataset, tmp_path):
             assert float(rows[0][f"{split}_triplet_{i}"]) >= 0
         assert 0 <= float(rows[-1][f"{split}_acc"]) <= 1
     saved = load_checkpoint(tmp_path)
-    assert {"model", "optimizer", "scheduler", "rng", "epoch", "config", "history"} <= set(saved)
+    assert {"model", "optimizer", "schedule", "rng", "epoch", "config", "history"} <= set(saved)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -62,17 +67,6 @@ def test_softmax_only_and_multitask_presets_train(dataset, tmp_path):
     assert "train_triplet_0" not in cnn["history"][0] and "val_acc" in cnn["history"][0]
     multi = train(config("mul-dml-multask-same", epochs=1, num_slices=2), train_s, val_s, tmp_path / "m", progress=False)
     assert "train_triplet_1" in multi["history"][0] and "train_triplet_2" not in multi["history"][0]
-
-
-def test_pk_sampler_batches_hold_positives():
-    labels = [0] * 10 + [1] * 3 + [2] * 7 + [3] * 1
-    sampler = PKSampler(labels, batch_size=8, k=4, generator=torch.Generator().manual_seed(0))
-    batches = list(sampler)
-    assert len(batches) == len(labels) // 8
-    for batch in batches:
-        assert len(batch) == 8
-        classes = [labels[i] for i in batch]
-        assert all(classes.count(c) == 4 for c in set(classes))
 
 
 def test_bad_runs_name_the_problem(dataset, tmp_path):
