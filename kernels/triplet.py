@@ -1,25 +1,50 @@
 """Fused multi-threshold batch-hard (dual) triplet loss in Triton.
 
-Forward, one launch over a grid of (anchor-row blocks × slices). Each program streams
-column tiles of the batch, forms dot products with tl.dot, turns them into squared
-distances, masks them by label and keeps a running hardest positive / negative with its
-index: no B×B matrix exists anywhere. The chosen triplets' distances are then recomputed
-exactly from the rows (the Gram expansion used for mining loses precision), the hinge
-terms formed and each slice's sum reduced with atomics.
+Forward, three launches and no host synchronisation:
 
-Backward, one launch over the same grid: every active hinge term scatters its analytic
-gradient into the rows a, p*, n* (through the slice's L2 normalisation when the loss
-normalises) with atomic adds.
+1. Pre-pass, grid (row blocks × slices): each slice row x is read once (any dtype, any
+   strides, 64-bit offsets), its norm ‖x‖ kept, and the mining copy y = x̂ − c written
+   contiguously in the mining precision, with ‖y‖². x̂ = x/max(‖x‖, eps) when the loss
+   normalises, else x; c is the slice's mean of x̂ over the batch. Distances are
+   translation-invariant, so centring changes no distance, yet it keeps the Gram
+   expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖² accurate for large-norm or
+   clustered features, where the three terms would otherwise cancel.
+2. Mining, grid (anchor blocks × slices × column splits): each program streams column
+   tiles of its share of the batch, forms y_a·y_b on tensor cores (tl.dot), turns them into
+   scores ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant), masks them
+   by label and keeps the hardest positive (largest) and negative (smallest) with its
+   index: no B×B matrix exists. Small batches are split over columns so that the grid
+   fills the GPU; a split's partial result is merged in step 3.
+3. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
+   distances exactly in fp32 from the input rows, forms the hinge terms and reduces them.
+
+Backward, one launch over (row blocks × slices): every active hinge term scatters its
+analytic gradient into the rows a, p*, n* (through the slice's L2 normalisation when the
+loss normalises) with relaxed fp32 atomic adds.
+
+Mining precision (``precision``), for fp32 mining copies unless said otherwise:
+- "tf32" (default): one tensor-core product with 10-bit mantissas.
+- "tf32x3": three tf32 products (split operands), about fp32 accuracy on tensor cores.
+- "bf16": the mining copy is stored in bf16 (8-bit mantissas), half the traffic.
+Mining only ranks candidates; the loss and gradient always use exact fp32 distances of
+the triplets chosen. With unit roundoff u (2⁻¹¹ tf32, 2⁻⁸ bf16, about 2⁻²² tf32x3) and R
+the largest centred norm ‖y‖ of the slice, a score is off by at most about 4·u·R². So a
+precision may pick a different positive (negative) only where another candidate's squared
+distance is within 8·u·R² of the hardest one; that candidate is then as hard up to that
+gap. Exact ties (coincident points) still go to the lowest index.
 
 Determinism: per-slice sums (forward) and row gradients (backward) are accumulated with
-fp32 atomics, whose order varies between runs on a GPU: results agree to rounding, not
-bit for bit. Mining and the mined indices are deterministic.
+fp32 atomics in a run-dependent order: results agree to rounding, not bit for bit. The
+mined indices are deterministic for a given launch configuration.
 
-Memory beyond inputs and gradient: O(B·N) (two indices, three distances, one norm per
-anchor and slice).
+Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining
+precision, freed when the forward returns) and O(B·N) (norms, indices, three distances
+per slice and anchor, partial results of the column splits).
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +53,11 @@ import triton.language as tl
 
 from muldml.outputs import TripletLossOutput
 from muldml.reference import NORMALIZE_EPS
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Mining precision → (mining copy dtype, tl.dot input_precision for fp32 operands).
+PRECISIONS = {"tf32": (torch.float32, "tf32"), "tf32x3": (torch.float32, "tf32x3"), "bf16": (torch.bfloat16, "tf32")}
+ROW_PAD = 128  # the mining copy has rows padded to this (largest tile) and zero-filled
 
 
 @triton.jit
@@ -38,103 +68,171 @@ def _load_rows(X, rows, cols, row_mask, col_mask, stride_row, stride_col):
 
 
 @triton.jit
-def _inverse_norm(sq_norm, EPS, NORMALIZE: tl.constexpr):
+def _inverse_norm(norm, EPS, NORMALIZE: tl.constexpr):
     """1 / max(‖x‖, eps) as F.normalize uses it, or 1 when the loss does not normalise."""
     if NORMALIZE:
-        return 1.0 / tl.maximum(tl.sqrt(sq_norm), EPS)
+        return 1.0 / tl.maximum(norm, EPS)
     else:
-        return tl.full(sq_norm.shape, 1.0, tl.float32)
+        return tl.full(norm.shape, 1.0, tl.float32)
 
 
 @triton.jit
-def _triplet_forward_kernel(
+def _prepare_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
-    LABELS, stride_label,  # (B,) int, any stride
-    MARGINS,  # (N,) fp32
-    POS, NEG,  # (N, B) int32 out: hardest positive / negative, -1 where no triplet
-    DIST,  # (3, N, B) fp32 out: d(a,p*), d(a,n*), d(p*,n*)
-    NORMS,  # (N, B) fp32 out: ‖x_a‖ of each slice before normalisation
-    SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
-    ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
-    COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
-    B, D, EPS,
-    DUAL: tl.constexpr, NORMALIZE: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    CENTRE,  # (N, d) fp32: the slice's batch mean of x̂
+    Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c, zero in the padding
+    NORMS,  # (N, B) fp32 out: ‖x‖ before normalisation
+    SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
+    B, B_PAD, D, D_PAD, EPS,
+    NORMALIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
     slice_id = tl.program_id(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < B
+    dims = tl.arange(0, BLOCK_D)
+    first_col = slice_id * D
+    sq_x = tl.zeros((BLOCK_R,), tl.float32)
+    if NORMALIZE:
+        for k in range(0, D, BLOCK_D):
+            x = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
+            sq_x += tl.sum(x * x, axis=1)
+    norm = tl.sqrt(sq_x)
+    inv = _inverse_norm(norm, EPS, NORMALIZE)
+    sq_y = tl.zeros((BLOCK_R,), tl.float32)
+    out_rows = (slice_id * B_PAD + rows).to(tl.int64) * D_PAD
+    for k in range(0, D_PAD, BLOCK_D):
+        dim_ok = k + dims < D
+        x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
+        centre = tl.load(CENTRE + slice_id * D + k + dims, mask=dim_ok, other=0.0)
+        y = tl.where(row_ok[:, None] & dim_ok[None, :], x * inv[:, None] - centre[None, :], 0.0)
+        y = y.to(Y.dtype.element_ty)
+        tl.store(Y + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
+        y = y.to(tl.float32)
+        sq_y += tl.sum(y * y, axis=1)
+    tl.store(SQ + slice_id * B_PAD + rows, sq_y)
+    tl.store(NORMS + slice_id * B + rows, norm, mask=row_ok)
+
+
+@triton.jit
+def _mine_kernel(
+    Y,  # (N, B_pad, D_pad) mining copy from the pre-pass
+    SQ,  # (N, B_pad) fp32 ‖y‖²
+    LABELS, stride_label,  # (B,) int32 or int64, any stride
+    PART_POS, PART_NEG,  # (S, N, B) fp32 out: best score of each column split
+    PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) int32 out: its column, -1 where none
+    B, B_PAD, D_PAD,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    split = tl.program_id(2)
+    num_splits = tl.num_programs(2)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < B
-    first_col = slice_id * D
-    dims = tl.arange(0, BLOCK_D)
+    ks = tl.arange(0, BLOCK_K)
     labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
+    slice_base = Y + slice_id.to(tl.int64) * B_PAD * D_PAD
+    a_ptrs = slice_base + rows.to(tl.int64)[:, None] * D_PAD + ks[None, :]
 
-    sq_a = tl.zeros((BLOCK_M,), tl.float32)
-    for k in range(0, D, BLOCK_D):
-        a = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
-        sq_a += tl.sum(a * a, axis=1)
-    inv_a = _inverse_norm(sq_a, EPS, NORMALIZE)
+    # This split's share of the column tiles (the last splits may get none).
+    col_tiles = tl.cdiv(B, BLOCK_N)
+    tiles_per_split = tl.cdiv(col_tiles, num_splits)
+    col_begin = split * tiles_per_split * BLOCK_N
+    col_end = tl.minimum(col_begin + tiles_per_split * BLOCK_N, B)
 
-    # Running hardest positive (largest distance) and negative (smallest), with indices.
     best_pos = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     best_neg = tl.full((BLOCK_M,), float("inf"), tl.float32)
     pos_idx = tl.full((BLOCK_M,), -1, tl.int32)
     neg_idx = tl.full((BLOCK_M,), -1, tl.int32)
-    for start in range(0, B, BLOCK_N):
+    for start in range(col_begin, col_end, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < B
+        b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
         dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        sq_b = tl.zeros((BLOCK_N,), tl.float32)
-        for k in range(0, D, BLOCK_D):
-            dim_ok = k + dims < D
-            a = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
-            # The column tile is loaded transposed, (BLOCK_D, BLOCK_N), ready for the dot.
-            b_ptrs = X + cols.to(tl.int64)[None, :] * stride_row + (first_col + k + dims).to(tl.int64)[:, None] * stride_col
-            b = tl.load(b_ptrs, mask=dim_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
-            dot = tl.dot(a, b, dot, input_precision=PRECISION)
-            sq_b += tl.sum(b * b, axis=0)
-        inv_b = _inverse_norm(sq_b, EPS, NORMALIZE)
-        # Squared distance minus the row constant ‖x̂_a‖²: ranks the columns of a row alike.
-        score = (sq_b * inv_b * inv_b)[None, :] - 2.0 * dot * inv_a[:, None] * inv_b[None, :]
+        # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
+        for k in range(0, D_PAD, BLOCK_K):
+            a = tl.load(a_ptrs + k)
+            b = tl.load(b_ptrs + k)
+            dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
+        col_ok = cols < B
+        sq_b = tl.load(SQ + slice_id * B_PAD + cols)
         labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
+        # Padded columns score -inf as positives and +inf as negatives: never chosen.
+        score_pos = tl.where(col_ok, sq_b, float("-inf"))[None, :] - 2.0 * dot
+        score_neg = tl.where(col_ok, sq_b, float("inf"))[None, :] - 2.0 * dot
         same = labels_a[:, None] == labels_b[None, :]
-        is_pos = same & (rows[:, None] != cols[None, :]) & col_ok[None, :]
-        is_neg = (labels_a[:, None] != labels_b[None, :]) & col_ok[None, :]
-
-        pos_score = tl.where(is_pos, score, float("-inf"))
-        tile_max = tl.max(pos_score, axis=1)
-        # Lowest column index reaching the maximum: ties go to the lowest index.
-        tile_arg = tl.min(tl.where(is_pos & (pos_score == tile_max[:, None]), cols[None, :], B), axis=1)
-        better = tile_max > best_pos  # strict: an earlier (lower) index wins a tie across tiles
+        score_pos = tl.where(same & (rows[:, None] != cols[None, :]), score_pos, float("-inf"))
+        score_neg = tl.where(same, float("inf"), score_neg)
+        # One value-and-index reduction per side; ties go to the lowest column.
+        tile_max, arg_max = tl.max(score_pos, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        tile_min, arg_min = tl.min(score_neg, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        better = tile_max > best_pos  # strict: an earlier (lower) column wins a tie across tiles
         best_pos = tl.where(better, tile_max, best_pos)
-        pos_idx = tl.where(better, tile_arg, pos_idx)
-
-        neg_score = tl.where(is_neg, score, float("inf"))
-        tile_min = tl.min(neg_score, axis=1)
-        tile_arg = tl.min(tl.where(is_neg & (neg_score == tile_min[:, None]), cols[None, :], B), axis=1)
+        pos_idx = tl.where(better, start + arg_max, pos_idx)
         better = tile_min < best_neg
         best_neg = tl.where(better, tile_min, best_neg)
-        neg_idx = tl.where(better, tile_arg, neg_idx)
+        neg_idx = tl.where(better, start + arg_min, neg_idx)
+
+    out = (split * tl.num_programs(1) + slice_id) * B + rows
+    tl.store(PART_POS + out, best_pos, mask=row_ok)
+    tl.store(PART_NEG + out, best_neg, mask=row_ok)
+    tl.store(PART_POS_IDX + out, pos_idx, mask=row_ok)
+    tl.store(PART_NEG_IDX + out, neg_idx, mask=row_ok)
+
+
+@triton.jit
+def _hinge_kernel(
+    X, stride_row, stride_col,  # embeddings (B, N·d)
+    PART_POS, PART_NEG, PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) from the mining
+    NORMS,  # (N, B) fp32 ‖x‖
+    MARGINS,  # (N,) fp32
+    POS, NEG,  # (N, B) int32 out: hardest positive / negative, -1 where no triplet
+    DIST,  # (3, N, B) fp32 out: d(a,p*), d(a,n*), d(p*,n*)
+    SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
+    ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
+    COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
+    B, D, NUM_SPLITS, EPS,
+    DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    num_slices = tl.num_programs(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < B
+    idx = slice_id * B + rows
+    # Merge the column splits in column order; strict comparisons keep the lowest index.
+    best_pos = tl.full((BLOCK_R,), float("-inf"), tl.float32)
+    best_neg = tl.full((BLOCK_R,), float("inf"), tl.float32)
+    pos_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    neg_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    for split in range(0, NUM_SPLITS):
+        part = split * num_slices * B + idx
+        value = tl.load(PART_POS + part, mask=row_ok, other=float("-inf"))
+        arg = tl.load(PART_POS_IDX + part, mask=row_ok, other=-1)
+        better = value > best_pos
+        best_pos = tl.where(better, value, best_pos)
+        pos_idx = tl.where(better, arg, pos_idx)
+        value = tl.load(PART_NEG + part, mask=row_ok, other=float("inf"))
+        arg = tl.load(PART_NEG_IDX + part, mask=row_ok, other=-1)
+        better = value < best_neg
+        best_neg = tl.where(better, value, best_neg)
+        neg_idx = tl.where(better, arg, neg_idx)
 
     valid = row_ok & (pos_idx >= 0) & (neg_idx >= 0)
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
+    inv_a = _inverse_norm(tl.load(NORMS + idx, mask=valid, other=1.0), EPS, NORMALIZE)
+    inv_p = _inverse_norm(tl.load(NORMS + slice_id * B + p, mask=valid, other=1.0), EPS, NORMALIZE)
+    inv_n = _inverse_norm(tl.load(NORMS + slice_id * B + n, mask=valid, other=1.0), EPS, NORMALIZE)
 
-    # Exact distances of the chosen triplets, from the rows: first their norms, then differences.
-    sq_p = tl.zeros((BLOCK_M,), tl.float32)
-    sq_n = tl.zeros((BLOCK_M,), tl.float32)
-    if NORMALIZE:
-        for k in range(0, D, BLOCK_D):
-            dim_ok = k + dims < D
-            xp = _load_rows(X, p, first_col + k + dims, valid, dim_ok, stride_row, stride_col)
-            xn = _load_rows(X, n, first_col + k + dims, valid, dim_ok, stride_row, stride_col)
-            sq_p += tl.sum(xp * xp, axis=1)
-            sq_n += tl.sum(xn * xn, axis=1)
-    inv_p = _inverse_norm(sq_p, EPS, NORMALIZE)
-    inv_n = _inverse_norm(sq_n, EPS, NORMALIZE)
-    sq_ap = tl.zeros((BLOCK_M,), tl.float32)
-    sq_an = tl.zeros((BLOCK_M,), tl.float32)
-    sq_pn = tl.zeros((BLOCK_M,), tl.float32)
+    # Exact fp32 distances of the chosen triplets, from differences of the input rows.
+    first_col = slice_id * D
+    dims = tl.arange(0, BLOCK_D)
+    sq_ap = tl.zeros((BLOCK_R,), tl.float32)
+    sq_an = tl.zeros((BLOCK_R,), tl.float32)
+    sq_pn = tl.zeros((BLOCK_R,), tl.float32)
     for k in range(0, D, BLOCK_D):
         dim_ok = k + dims < D
         xa = _load_rows(X, rows, first_col + k + dims, valid, dim_ok, stride_row, stride_col) * inv_a[:, None]
@@ -157,21 +255,19 @@ def _triplet_forward_kernel(
         total += tl.sum(hinge_pn, axis=0)
         active += tl.sum((hinge_pn > 0).to(tl.int32), axis=0)
 
-    out = slice_id * B + rows
-    tl.store(POS + out, tl.where(valid, pos_idx, -1), mask=row_ok)
-    tl.store(NEG + out, tl.where(valid, neg_idx, -1), mask=row_ok)
-    tl.store(DIST + out, d_ap, mask=row_ok)
-    tl.store(DIST + tl.num_programs(1) * B + out, d_an, mask=row_ok)
-    tl.store(DIST + 2 * tl.num_programs(1) * B + out, d_pn, mask=row_ok)
-    tl.store(NORMS + out, tl.sqrt(sq_a), mask=row_ok)
-    tl.atomic_add(SUMS + slice_id, total)
-    tl.atomic_add(ACTIVE + slice_id, active)
+    tl.store(POS + idx, tl.where(valid, pos_idx, -1), mask=row_ok)
+    tl.store(NEG + idx, tl.where(valid, neg_idx, -1), mask=row_ok)
+    tl.store(DIST + idx, d_ap, mask=row_ok)
+    tl.store(DIST + num_slices * B + idx, d_an, mask=row_ok)
+    tl.store(DIST + 2 * num_slices * B + idx, d_pn, mask=row_ok)
+    tl.atomic_add(SUMS + slice_id, total, sem="relaxed")
+    tl.atomic_add(ACTIVE + slice_id, active, sem="relaxed")
     if slice_id == 0:
-        tl.atomic_add(COUNT, tl.sum(valid.to(tl.int32), axis=0))
+        tl.atomic_add(COUNT, tl.sum(valid.to(tl.int32), axis=0), sem="relaxed")
 
 
 @triton.jit
-def _triplet_backward_kernel(
+def _backward_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     GRAD,  # (B, N·d) fp32 contiguous, zero-initialised; accumulated
     POS, NEG, DIST, NORMS, MARGINS,  # saved by the forward (see there)
@@ -181,11 +277,12 @@ def _triplet_backward_kernel(
     SCALE,  # λ / terms per anchor (1 traditional, 2 dual)
     B, D, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
     slice_id = tl.program_id(1)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    num_slices = tl.num_programs(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < B
     first_col = slice_id * D
     dims = tl.arange(0, BLOCK_D)
@@ -196,8 +293,8 @@ def _triplet_backward_kernel(
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
     d_ap = tl.load(DIST + idx, mask=valid, other=0.0)
-    d_an = tl.load(DIST + tl.num_programs(1) * B + idx, mask=valid, other=0.0)
-    d_pn = tl.load(DIST + 2 * tl.num_programs(1) * B + idx, mask=valid, other=0.0)
+    d_an = tl.load(DIST + num_slices * B + idx, mask=valid, other=0.0)
+    d_pn = tl.load(DIST + 2 * num_slices * B + idx, mask=valid, other=0.0)
 
     # dLoss/d(hinge term) for an active term: grad_out · λ · w_i / (K · terms per anchor).
     count = tl.maximum(tl.load(COUNT), 1).to(tl.float32)
@@ -206,7 +303,7 @@ def _triplet_backward_kernel(
     active_an = valid & (d_ap - d_an + margin > 0)
     g_ap = tl.where(active_an, coef, 0.0)
     g_an = tl.where(active_an, -coef, 0.0)
-    g_pn = tl.zeros((BLOCK_M,), tl.float32)
+    g_pn = tl.zeros((BLOCK_R,), tl.float32)
     if DUAL:
         active_pn = valid & (d_ap - d_pn + margin > 0)
         g_ap += tl.where(active_pn, coef, 0.0)
@@ -220,15 +317,15 @@ def _triplet_backward_kernel(
     norm_a = tl.load(NORMS + idx, mask=valid, other=1.0)
     norm_p = tl.load(NORMS + slice_id * B + p, mask=valid, other=1.0)
     norm_n = tl.load(NORMS + slice_id * B + n, mask=valid, other=1.0)
-    inv_a = _inverse_norm(norm_a * norm_a, EPS, NORMALIZE)
-    inv_p = _inverse_norm(norm_p * norm_p, EPS, NORMALIZE)
-    inv_n = _inverse_norm(norm_n * norm_n, EPS, NORMALIZE)
+    inv_a = _inverse_norm(norm_a, EPS, NORMALIZE)
+    inv_p = _inverse_norm(norm_p, EPS, NORMALIZE)
+    inv_n = _inverse_norm(norm_n, EPS, NORMALIZE)
 
     # Through x̂ = x / max(‖x‖, eps): ∂L/∂x = (ĝ − x̂ (x̂·ĝ)) / ‖x‖ above eps, ĝ / eps below.
     # The projections x̂·ĝ need a first pass over the slice.
-    proj_a = tl.zeros((BLOCK_M,), tl.float32)
-    proj_p = tl.zeros((BLOCK_M,), tl.float32)
-    proj_n = tl.zeros((BLOCK_M,), tl.float32)
+    proj_a = tl.zeros((BLOCK_R,), tl.float32)
+    proj_p = tl.zeros((BLOCK_R,), tl.float32)
+    proj_n = tl.zeros((BLOCK_R,), tl.float32)
     if NORMALIZE:
         for k in range(0, D, BLOCK_D):
             dim_ok = k + dims < D
@@ -245,6 +342,7 @@ def _triplet_backward_kernel(
         proj_p = tl.where(norm_p > EPS, proj_p, 0.0)
         proj_n = tl.where(norm_n > EPS, proj_n, 0.0)
 
+    width = (num_slices * D).to(tl.int64)
     for k in range(0, D, BLOCK_D):
         dim_ok = k + dims < D
         cols = first_col + k + dims
@@ -262,73 +360,149 @@ def _triplet_backward_kernel(
             grad_p = (grad_p - xp * proj_p[:, None]) * inv_p[:, None]
             grad_n = (grad_n - xn * proj_n[:, None]) * inv_n[:, None]
         mask = touched[:, None] & dim_ok[None, :]
-        width = (tl.num_programs(1) * D).to(tl.int64)
-        tl.atomic_add(GRAD + rows[:, None] * width + cols[None, :], grad_a, mask=mask)
-        tl.atomic_add(GRAD + p[:, None] * width + cols[None, :], grad_p, mask=mask)
-        tl.atomic_add(GRAD + n[:, None] * width + cols[None, :], grad_n, mask=mask)
+        # Relaxed: only the sums matter, not their order against other memory operations.
+        tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask, sem="relaxed")
+        tl.atomic_add(GRAD + p.to(tl.int64)[:, None] * width + cols[None, :], grad_p, mask=mask, sem="relaxed")
+        tl.atomic_add(GRAD + n.to(tl.int64)[:, None] * width + cols[None, :], grad_n, mask=mask, sem="relaxed")
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Tile sizes and warps of one kernel launch."""
+    """Tiles and warps of one kernel launch (block_n and block_k: mining only)."""
 
     block_m: int
-    block_n: int  # column tile of the forward's mining loop (unused by the backward)
     block_d: int
     num_warps: int
-    num_stages: int
+    num_stages: int = 1
+    block_n: int = 0
+    block_k: int = 0
 
 
-def forward_config(slice_dim: int) -> LaunchConfig:
-    """Forward tiles: 64 anchors × 32 columns per mining step, the slice in 16-wide chunks.
+def mining_configs(precision: str) -> list[LaunchConfig]:
+    """Mining tiles the launcher may use for `precision`: anchor tile 128 rows, 8 warps,
+    K in 32-wide (tf32) or 64-wide (bf16) steps, pipelined over num_stages ≥ 2.
 
-    8 warps and no software pipelining. ptxas reports no spills for every switch and
-    input type on sm_80 and sm_90 with both Triton 3.8 and 3.6 (the GPU machines' version,
-    which caps these at 128 registers); 64×64 column tiles or 32-wide chunks spill there,
-    4 warps spill hundreds of bytes. tf32 mining uses wgmma on sm_90.
-    tests/test_gpu_compile.py holds this for the installed Triton.
+    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py);
+    on a GPU the launcher autotunes among them per batch size, under the interpreter it
+    takes the first. Wider column tiles (128×256) spill.
     """
-    return LaunchConfig(block_m=64, block_n=32, block_d=16, num_warps=8, num_stages=1)
+    block_k = 64 if precision == "bf16" else 32
+    if precision == "tf32x3":  # three products per step: more live registers
+        return [LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k)]
+    return [
+        LaunchConfig(128, 0, 8, 3, block_n=128, block_k=block_k),
+        LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k),
+    ]
+
+
+def prepare_config(slice_dim: int) -> LaunchConfig:
+    """Pre-pass: 32 rows × up to 128 dims per step."""
+    return LaunchConfig(block_m=32, block_d=min(128, max(16, triton.next_power_of_2(slice_dim))), num_warps=4)
+
+
+def hinge_config(slice_dim: int) -> LaunchConfig:
+    """Hinge: 32 anchors, 16 dims per step for d ≤ 16 else 64."""
+    return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 64, num_warps=4)
 
 
 def backward_config(slice_dim: int) -> LaunchConfig:
-    """Backward tiles: 32 anchors × 64 dims per step (16 for d ≤ 16); 4 warps spill here."""
-    return LaunchConfig(block_m=32, block_n=0, block_d=16 if slice_dim <= 16 else 64, num_warps=8, num_stages=1)
+    """Backward: 32 anchors, 16 dims per step for d ≤ 16 else 64; 8 warps (4 spill)."""
+    return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 64, num_warps=8)
 
 
-def all_launch_configs() -> list[tuple[str, LaunchConfig]]:
-    """Every (kernel, config) the launcher can pick: what the GPU compile test builds."""
-    return [("forward", forward_config(256))] + [("backward", backward_config(d)) for d in (16, 256)]
+def _autotuned(precision: str):
+    configs = mining_configs(precision)
+    if INTERPRET:  # the interpreter cannot benchmark: one config
+        configs = configs[:1]
+    return triton.autotune(
+        configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k},
+                               num_warps=c.num_warps, num_stages=c.num_stages) for c in configs],
+        key=["B", "D_PAD"],
+    )(_mine_kernel)
+
+
+MINE = {precision: _autotuned(precision) for precision in PRECISIONS}
+
+
+@functools.cache
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def column_splits(batch: int, num_slices: int, device: torch.device, block_m: int = 128, block_n: int = 64) -> int:
+    """Column splits of the mining grid: enough programs for two waves of the GPU's SMs."""
+    programs = triton.cdiv(batch, block_m) * num_slices
+    want = triton.cdiv(2 * _multiprocessors(device), programs)
+    return max(1, min(want, triton.cdiv(batch, block_n)))
+
+
+def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
+    """Run pre-pass, mining and hinge; returns the saved buffers and per-slice sums."""
+    batch = x.shape[0]
+    num_slices = margins.numel()
+    device = x.device
+    mining_dtype, dot_precision = PRECISIONS[precision]
+    block_k = mining_configs(precision)[0].block_k
+    d_pad = triton.cdiv(slice_dim, block_k) * block_k
+    b_pad = triton.cdiv(batch, ROW_PAD) * ROW_PAD
+
+    # Centre c of each slice: the batch mean of x̂ (no host sync; any c gives the same distances).
+    slices = x.reshape(batch, num_slices, slice_dim)
+    if normalize:
+        inv = 1.0 / torch.linalg.vector_norm(slices, dim=2, dtype=torch.float32).clamp_min(NORMALIZE_EPS)
+        centre = torch.einsum("bn,bnd->nd", inv, slices.float()) / batch
+    else:
+        centre = slices.float().mean(0)
+
+    mining = torch.empty(num_slices, b_pad, d_pad, dtype=mining_dtype, device=device)
+    sq = torch.empty(num_slices, b_pad, dtype=torch.float32, device=device)
+    norms = torch.empty(num_slices, batch, dtype=torch.float32, device=device)
+    cfg = prepare_config(slice_dim)
+    _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
+        x, x.stride(0), x.stride(1), centre.contiguous(), mining, norms, sq,
+        batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
+        NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
+    )
+
+    splits = column_splits(batch, num_slices, device)
+    part_pos = torch.empty(splits, num_slices, batch, dtype=torch.float32, device=device)
+    part_neg = torch.empty_like(part_pos)
+    part_pos_idx = torch.empty(splits, num_slices, batch, dtype=torch.int32, device=device)
+    part_neg_idx = torch.empty_like(part_pos_idx)
+    grid = lambda meta: (triton.cdiv(batch, meta["BLOCK_M"]), num_slices, splits)  # noqa: E731
+    MINE[precision][grid](
+        mining, sq, labels, labels.stride(0), part_pos, part_neg, part_pos_idx, part_neg_idx,
+        batch, b_pad, d_pad, PRECISION=dot_precision,
+    )
+    del mining, sq  # the mining copy is not kept for backward
+
+    pos = torch.empty(num_slices, batch, dtype=torch.int32, device=device)
+    neg = torch.empty_like(pos)
+    dist = torch.empty(3, num_slices, batch, dtype=torch.float32, device=device)
+    sums = torch.zeros(num_slices, dtype=torch.float32, device=device)
+    active = torch.zeros(num_slices, dtype=torch.int32, device=device)
+    count = torch.zeros(1, dtype=torch.int32, device=device)
+    cfg = hinge_config(slice_dim)
+    _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
+        x, x.stride(0), x.stride(1), part_pos, part_neg, part_pos_idx, part_neg_idx, norms, margins,
+        pos, neg, dist, sums, active, count, batch, slice_dim, splits, NORMALIZE_EPS,
+        DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
+    )
+    return pos, neg, dist, norms, sums, active, count, centre
 
 
 class _TripletLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
-        batch = embeddings.shape[0]
-        num_slices = margins.numel()
-        device = embeddings.device
-        pos = torch.empty(num_slices, batch, dtype=torch.int32, device=device)
-        neg = torch.empty_like(pos)
-        dist = torch.empty(3, num_slices, batch, dtype=torch.float32, device=device)
-        norms = torch.empty(num_slices, batch, dtype=torch.float32, device=device)
-        sums = torch.zeros(num_slices, dtype=torch.float32, device=device)
-        active = torch.zeros(num_slices, dtype=torch.int32, device=device)
-        count = torch.zeros(1, dtype=torch.int32, device=device)
         margins = margins.to(torch.float32)
-        cfg = forward_config(slice_dim)
-        grid = (triton.cdiv(batch, cfg.block_m), num_slices)
-        _triplet_forward_kernel[grid](
-            embeddings, embeddings.stride(0), embeddings.stride(1), labels, labels.stride(0), margins,
-            pos, neg, dist, norms, sums, active, count,
-            batch, slice_dim, NORMALIZE_EPS,
-            DUAL=dual, NORMALIZE=normalize, PRECISION=precision,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
+        pos, neg, dist, norms, sums, active, count, centre = _launch_forward(
+            embeddings, labels, margins, slice_dim, dual, normalize, precision)
         terms = 2 if dual else 1
         slice_losses = sums / (count.clamp_min(1) * terms)
         weights = weights.to(torch.float32)
-        loss = lam * (weights * slice_losses).sum()
+        # A non-finite embedding makes the batch mean non-finite: the loss becomes NaN
+        # (0·inf = NaN) without a host synchronisation.
+        loss = lam * (weights * slice_losses).sum() + 0.0 * centre.sum()
         ctx.save_for_backward(embeddings, pos, neg, dist, norms, margins, weights, count)
         ctx.config = (lam / terms, slice_dim, dual, normalize)
         ctx.mark_non_differentiable(slice_losses, pos, neg, active, count)
@@ -336,19 +510,22 @@ class _TripletLossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
+        # The kernel's gradient is not itself differentiable: a second derivative through
+        # it would silently be zero, so asking for one (create_graph=True) is an error.
+        if torch.is_grad_enabled():
+            raise RuntimeError("the triton backend's loss is differentiable once: create_graph=True is not "
+                               "supported (use backend='torch' for higher derivatives)")
         embeddings, pos, neg, dist, norms, margins, weights, count = ctx.saved_tensors
         scale, slice_dim, dual, normalize = ctx.config
         batch, width = embeddings.shape
         grad = torch.zeros(batch, width, dtype=torch.float32, device=embeddings.device)
         cfg = backward_config(slice_dim)
-        grid = (triton.cdiv(batch, cfg.block_m), margins.numel())
-        _triplet_backward_kernel[grid](
+        _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
             embeddings, embeddings.stride(0), embeddings.stride(1), grad,
             pos, neg, dist, norms, margins, weights,
             grad_loss.reshape(1).to(torch.float32), count, scale,
             batch, slice_dim, NORMALIZE_EPS,
-            DUAL=dual, NORMALIZE=normalize,
-            BLOCK_M=cfg.block_m, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps,
         )
         return grad.to(embeddings.dtype), None, None, None, None, None, None, None, None
 
@@ -363,15 +540,21 @@ def triton_triplet_loss(
     *,
     dual: bool = True,
     normalize: bool = True,
-    precision: str = "ieee",
+    precision: str = "tf32",
 ) -> TripletLossOutput:
     """Fused multi-threshold triplet loss. Same contract as muldml.backend_torch.torch_triplet_loss.
 
-    embeddings: (B, N·d) fp32/fp16/bf16 (fp64 is computed in fp32); labels: (B,) int;
-    margins, weights: (N,). precision: "ieee" (exact fp32 mining) or "tf32".
+    embeddings: (B, N·d) fp32/fp16/bf16 (fp64 is computed in fp32); labels: (B,) int of
+    any stride; margins, weights: (N,) on the embeddings' device. precision: mining
+    precision, "tf32", "tf32x3" or "bf16" (see the module notes). No host synchronisation:
+    with margins and weights already on the device the call can be captured in a CUDA graph.
+    Twice differentiating (create_graph=True) raises.
+    Raises KeyError for an unknown precision (muldml.losses checks it first).
     """
+    if labels.dtype not in (torch.int32, torch.int64):
+        labels = labels.to(torch.int32)
     loss, slice_losses, pos, neg, active, count = _TripletLossFunction.apply(
-        embeddings, labels.long(), margins, weights, lam, slice_dim, dual, normalize, precision
+        embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
     )
     return TripletLossOutput(
         loss=loss.to(embeddings.dtype) if embeddings.dtype == torch.float64 else loss,

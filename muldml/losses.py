@@ -3,7 +3,7 @@
 Backends compute the same thing (definitions in the README) and return a TripletLossOutput:
 - "reference": the naive per-slice loop (muldml.reference), the oracle;
 - "torch": vectorised and memory-lean (muldml.backend_torch), for CPUs and as GPU fallback;
-- "triton": fused Triton kernels (kernels.triplet), one launch forward, one backward;
+- "triton": fused Triton kernels (muldml.kernels.triplet, the repository's kernels/ folder);
 - "auto": triton for CUDA tensors, torch otherwise.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from muldml.outputs import TripletLossOutput
 from muldml.reference import reference_triplet_loss
 
 BACKENDS = ("auto", "torch", "triton", "reference")
-PRECISIONS = ("ieee", "tf32")
+PRECISIONS = ("tf32", "tf32x3", "bf16")  # the Triton backend's mining precision
 
 
 def threshold_range(tau_min: float = 0.15, tau_max: float = 0.75, step: float = 0.1) -> list[float]:
@@ -41,8 +41,14 @@ def threshold_range(tau_min: float = 0.15, tau_max: float = 0.75, step: float = 
     return [round(tau_min + step * i, 10) for i in range(round(intervals) + 1)]
 
 
-def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor, num_slices: int, slice_dim: int) -> None:
-    """Raise one clear TypeError/ValueError naming the first problem found."""
+def _check_inputs(
+    embeddings: torch.Tensor, labels: torch.Tensor, num_slices: int, slice_dim: int, check_finite: bool | None
+) -> None:
+    """Raise one clear TypeError/ValueError naming the first problem found.
+
+    The finiteness scan needs the result on the host: a synchronisation on a GPU. It runs
+    when ``check_finite`` is True, or when it is None and the tensors are on the CPU.
+    """
     if not isinstance(embeddings, torch.Tensor):
         raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
     if not isinstance(labels, torch.Tensor):
@@ -64,8 +70,10 @@ def _check_inputs(embeddings: torch.Tensor, labels: torch.Tensor, num_slices: in
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.device != embeddings.device:
         raise ValueError(f"labels on {labels.device} but embeddings on {embeddings.device}")
+    if check_finite is None:
+        check_finite = not embeddings.is_cuda
     # A finite sum proves every entry finite; only an infinite or NaN sum needs the full scan.
-    if not torch.isfinite(embeddings.sum()) and not torch.isfinite(embeddings).all():
+    if check_finite and not torch.isfinite(embeddings.sum()) and not torch.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or Inf")
 
 
@@ -98,7 +106,8 @@ def multi_threshold_triplet_loss(
     weights: Sequence[float] | torch.Tensor | None = None,
     lam: float | None = None,
     backend: str = "auto",
-    precision: str = "ieee",
+    precision: str = "tf32",
+    check_finite: bool | None = None,
 ) -> TripletLossOutput:
     """Multi-threshold batch-hard (dual) triplet loss, Mul-DML Eq. 2 / 10 and 9.
 
@@ -106,8 +115,13 @@ def multi_threshold_triplet_loss(
     margin τ_i = margins[i]. labels: (B,) integer class ids. slice_dim d defaults to
     width / N. Returns λ·Σ_i w_i·loss_i with λ = 0.5/N (``lam`` overrides) and w_i = 1
     (``weights`` overrides), plus diagnostics (see TripletLossOutput).
-    ``precision`` ("ieee" exact or "tf32") is the Triton backend's mining precision;
-    the hinge always uses exact fp32 distances.
+    ``precision`` is the Triton backend's mining precision: "tf32" (tensor cores, the
+    default), "tf32x3" (about fp32 accuracy on tensor cores) or "bf16"; it decides only
+    near-ties between candidates (muldml.kernels.triplet says how near); the hinge always
+    uses exact fp32 distances. ``check_finite``: raise ValueError on NaN/Inf embeddings;
+    the default (None) checks CPU tensors only, since on a GPU the check synchronises with
+    the host. Unchecked non-finite embeddings give a NaN loss.
+    Raises TypeError/ValueError naming the first bad argument.
     """
     margin_vec = _as_vector(margins, "margins")
     num_slices = margin_vec.numel()
@@ -120,7 +134,7 @@ def multi_threshold_triplet_loss(
     if weight_vec.numel() != num_slices:
         raise ValueError(f"got {weight_vec.numel()} weights for {num_slices} margins")
     _check_options(backend, precision, slice_dim)
-    _check_inputs(embeddings, labels, num_slices, slice_dim)
+    _check_inputs(embeddings, labels, num_slices, slice_dim, check_finite)
     dtype = _compute_dtype(embeddings)
     return _dispatch(embeddings, labels, margin_vec.to(embeddings.device, dtype), weight_vec.to(embeddings.device, dtype),
                      slice_dim, dual, normalize, 0.5 / num_slices if lam is None else float(lam), backend, precision)
@@ -148,7 +162,7 @@ def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, norma
             "the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 set before import "
             "for Triton's CPU interpreter); use backend='torch' on CPU"
         )
-    from kernels.triplet import triton_triplet_loss  # imported lazily: it needs triton
+    from muldml.kernels.triplet import triton_triplet_loss  # imported lazily: it needs triton
 
     return triton_triplet_loss(
         embeddings, labels, margin_vec, weight_vec, lam, slice_dim,
@@ -178,7 +192,8 @@ class MultiThresholdTripletLoss(nn.Module):
         weights: Sequence[float] | None = None,
         lam: float | None = None,
         backend: str = "auto",
-        precision: str = "ieee",
+        precision: str = "tf32",
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         margin_vec = _as_vector(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
@@ -190,7 +205,7 @@ class MultiThresholdTripletLoss(nn.Module):
         self.weights: list[float] = weight_vec.tolist()
         self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
         self.lam = 0.5 / self.num_slices if lam is None else float(lam)
-        self.backend, self.precision = backend, precision
+        self.backend, self.precision, self.check_finite = backend, precision, check_finite
         self.last_output: TripletLossOutput | None = None
         # Margins and weights per (device, dtype), made once: no host-to-device copy per step.
         self._vectors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -201,7 +216,7 @@ class MultiThresholdTripletLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, N·d); labels: (B,). Returns the scalar loss."""
-        _check_inputs(embeddings, labels, self.num_slices, self.slice_dim)
+        _check_inputs(embeddings, labels, self.num_slices, self.slice_dim, self.check_finite)
         key = (embeddings.device, _compute_dtype(embeddings))
         if key not in self._vectors:
             self._vectors[key] = (torch.tensor(self.margins, dtype=key[1]).to(key[0]),
