@@ -1,4 +1,5 @@
 import pytest
+from PIL import Image
 from fixtures import make_image_folder
 
 from muldml.data.folder import FaceDataset, scan_folder
@@ -35,3 +36,17 @@ def test_bad_folders_name_the_problem(tmp_path):
     (tmp_path / "m" / "manifest.csv").write_text("file,label\nx.png,anger\n")
     with pytest.raises(UserError, match="missing column"):
         scan_folder(tmp_path / "m")
+
+
+def test_scan_folder_ignores_os_metadata_and_reads_every_pillow_format(tmp_path):
+    root = make_image_folder(tmp_path / "d", subjects=2, per_subject=1)
+    (root / "anger" / "._S000_anger_0.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "anger" / "Thumbs.db").write_bytes(b"thumbnails")
+    (root / "__MACOSX" / "anger").mkdir(parents=True)
+    (root / "__MACOSX" / "anger" / "._S000_anger_0.png").write_bytes(b"\x00\x05\x16\x07")
+    Image.open(root / "anger" / "S000_anger_0.png").convert("RGB").save(root / "anger" / "S002_anger_0.jfif", "JPEG")
+    samples, classes = scan_folder(root, subject_regex=r"^(S\d+)_")
+    assert classes == ["anger", "happiness", "surprise"]
+    assert sorted(s.path.name for s in samples if s.label == 0) == ["S000_anger_0.png", "S001_anger_0.png",
+                                                                    "S002_anger_0.jfif"]
+    assert len(samples) == 7
