@@ -6,6 +6,8 @@
     muldml prepare SRC OUT --dataset NAME [--size 236] [--no-detect]
     muldml cv --data DIR --preset mul-dml --folds 10 --out runs/cv
     muldml pretrain --data DIR --out runs/pre
+    muldml predict PHOTO|FOLDER|GLOB … --checkpoint runs/X [--out DIR] [--format jsonl|csv] [--annotate]
+    muldml export --checkpoint runs/X --format onnx|torchscript --out FILE [--embedding]
 
 Settings come from the preset, then a JSON/YAML --config file, then the command line.
 Problems with the input print one line and exit with status 2.
@@ -59,6 +61,7 @@ def add_run_options(parser: argparse.ArgumentParser, out_help: str, resume: bool
     parser.add_argument("--config", help="JSON or YAML file of settings")
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+        parser.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
     parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(parser)
@@ -91,14 +94,18 @@ def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | 
 
 
 def split_train_val(samples, cfg: Config):
-    """Official split from the manifest when present, else a subject-independent hold-out."""
+    """Official split from the manifest when present (validation: its val images only; the
+    test images are kept for `evaluate --split test`), else a subject-independent hold-out."""
     from muldml.data.folder import originals
     from muldml.data.splits import subject_holdout
 
     splits = {s.split for s in samples}
     if "train" in splits and splits & {"val", "test"}:
         train = [s for s in samples if s.split == "train"]
-        val = [s for s in samples if s.split in ("val", "test")]
+        val = [s for s in samples if s.split == "val"]
+        if not val:
+            print("official split without val images: no validation during training; "
+                  "report the test images with `muldml evaluate --split test`")
         return train, originals(val)
     train_idx, val_idx = subject_holdout(samples, cfg.val_fraction, cfg.seed)
     return [samples[i] for i in train_idx], originals([samples[i] for i in val_idx])
@@ -115,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_samples, val_samples = split_train_val(samples, cfg)
     print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
           f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
-    state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, progress=not args.quiet)
+    state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,
+                progress=not args.quiet)
     if val_samples:
         result = evaluate(state, val_samples, args.out, device=runtime.device, title=f"{cfg.preset} on {args.data}")
         print(f"{cfg.preset}: validation accuracy {100 * result.metrics['accuracy']:.2f}%  ({result.report})")
@@ -251,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     add_runtime_options(demo)
     demo.set_defaults(run=cmd_demo)
+
+    from muldml import export, predict
+
+    predict.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,241 @@
+"""`muldml predict`: every face's expression in photos, as JSON lines or CSV.
+
+    muldml predict PHOTO|FOLDER|GLOB … --checkpoint RUN [--out DIR] [--format jsonl|csv]
+                   [--annotate] [--embeddings] [--no-detect] [--batch-size N] [--device D]
+
+Folders are read recursively; operating-system metadata and hidden files are left out,
+and other files that are not images are counted as ignored. Each image becomes one
+record per face (see `muldml.inference.FaceRecord`), one "no_face" record when none is
+found, or one "unreadable" record with the reason; the run goes on and counts them.
+DIR/predictions.jsonl (or .csv) is written atomically at the end; ``--annotate`` writes
+DIR/annotated/<image>.png with each face's box and label drawn. An existing predictions
+file is replaced only with ``--overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from muldml import io as atomic
+from muldml.errors import UserError
+from muldml.inference import LANDMARKS, FaceRecord, FERModel, load_model
+from muldml.training import check_writable
+
+FORMATS = ("jsonl", "csv")
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], int]:
+    """Image files named by `inputs` (files, folders read recursively, or glob patterns), in
+    order without repeats, and the number of non-image files left out of folders.
+
+    A file named explicitly is always tried (an unreadable one gets its own record);
+    metadata and hidden files are never data. Raises UserError for an input that names
+    nothing, or when no image is found at all.
+    """
+    from muldml.data.files import image_files, is_image_file, is_metadata, natural_key, visible_folders
+
+    def walk(folder: Path) -> Iterable[Path]:
+        nonlocal ignored
+        images, others = image_files(folder)
+        ignored += len(others)
+        yield from images
+        for sub in visible_folders(folder):
+            yield from walk(sub)
+
+    files: list[Path] = []
+    ignored = 0
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            files += walk(path)
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
+            if not matches:
+                raise UserError(f"no file matches {text!r}")
+            for match in map(Path, matches):
+                if match.is_dir():
+                    files += walk(match)
+                elif not is_metadata(match) and match.is_file():
+                    if is_image_file(match):
+                        files.append(match)
+                    else:
+                        ignored += 1
+        else:
+            raise UserError(f"input not found: {text}")
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise UserError(f"no image files found in {', '.join(inputs)}")
+    return unique, ignored
+
+
+def open_photo(path: Path) -> tuple[Image.Image | None, str]:
+    """(8-bit RGB image, "") or (None, reason), converted as prepare converts its sources."""
+    from muldml.prepare import to_rgb
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # a truncated file fails here, not later
+            return to_rgb(img)[0], ""
+    except Exception as e:  # zero-byte, truncated, not an image, permission …
+        return None, f"unreadable image: {e.__class__.__name__}: {str(e)[:120]}"
+
+
+def csv_columns(classes: Sequence[str], embeddings: bool) -> list[str]:
+    columns = ["source", "face", "status", "reason", "box_x0", "box_y0", "box_x1", "box_y1"]
+    columns += [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
+    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes]
+    return columns + (["embedding"] if embeddings else [])
+
+
+def csv_row(record: FaceRecord, classes: Sequence[str]) -> dict:
+    """One flat CSV row: box and landmark coordinates in columns, a probability column per
+    class, the embedding as space-separated numbers."""
+    row = {"source": record.source, "face": record.face, "status": record.status, "reason": record.reason,
+           "detector_probability": "" if record.detector_probability is None else record.detector_probability,
+           "expression": record.expression or ""}
+    row |= dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), record.box or [""] * 4))
+    points = record.landmarks or [["", ""]] * len(LANDMARKS)
+    row |= {f"{name}_{axis}": point[k] for name, point in zip(LANDMARKS, points) for k, axis in enumerate("xy")}
+    row |= {f"p_{c}": (record.probabilities or {}).get(c, "") for c in classes}
+    if record.embedding is not None:
+        row["embedding"] = " ".join(f"{v:.7g}" for v in record.embedding)
+    return row
+
+
+def format_records(records: Sequence[FaceRecord], fmt: str, classes: Sequence[str], embeddings: bool) -> str:
+    """The predictions file's text: JSON lines (one object per record) or CSV."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r.to_dict() if embeddings else r.to_dict() | {"embedding": None}) + "\n"
+                       for r in records)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(classes, embeddings), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_row(r, classes) for r in records)
+    return buffer.getvalue()
+
+
+def annotate(picture: Image.Image, records: Sequence[FaceRecord]) -> Image.Image:
+    """A copy of `picture` with each face's box, landmarks, expression and probability drawn."""
+    out = picture.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(1, round(max(out.size) / 300))
+    font = ImageFont.load_default(size=max(10, round(max(out.size) / 40)))
+    for r in records:
+        if r.status != "ok" or r.box is None:
+            continue
+        x0, y0, x1, y1 = r.box
+        draw.rectangle((x0, y0, x1, y1), outline=(255, 40, 40), width=width)
+        for x, y in r.landmarks or []:
+            draw.ellipse((x - width, y - width, x + width, y + width), fill=(40, 255, 40))
+        label = f"{r.face}: {r.expression} {r.probabilities[r.expression]:.2f}"
+        left, top, right, bottom = draw.textbbox((x0, y0), label, font=font)
+        shift = bottom - top + 2 * width
+        draw.rectangle((left - width, top - shift - width, right + width, bottom - shift + width), fill=(255, 40, 40))
+        draw.text((x0, y0 - shift), label, fill=(255, 255, 255), font=font)
+    return out
+
+
+def annotated_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A distinct PNG name per input file: its path below the inputs' common folder, with
+    '/' turned into '__' (a clash gets a counter)."""
+    resolved = [f.resolve() for f in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    names, taken = {}, set()
+    for f, r in zip(files, resolved):
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", r.relative_to(root).with_suffix("").as_posix().replace("/", "__"))
+        name, k = f"{stem}.png", 1
+        while name in taken:
+            k += 1
+            name = f"{stem}_{k}.png"
+        taken.add(name)
+        names[f] = name
+    return names
+
+
+def predict_files(model: FERModel, files: Sequence[Path], detect: bool = True, embeddings: bool = False,
+                  annotate_dir: Path | None = None, progress: bool = True) -> list[FaceRecord]:
+    """Records for `files`, read ``model.batch_size`` images at a time (see the module doc)."""
+    names = annotated_names(files) if annotate_dir is not None else {}
+    records: list[FaceRecord] = []
+    with tqdm(total=len(files), disable=not progress, desc="predict", unit="img") as bar:
+        for start in range(0, len(files), model.batch_size):
+            chunk = files[start : start + model.batch_size]
+            opened = [(path, *open_photo(path)) for path in chunk]
+            readable = [(path, picture) for path, picture, _ in opened if picture is not None]
+            found = model.predict([p for _, p in readable], detect, embeddings, [str(path) for path, _ in readable])
+            by_source: dict[str, list[FaceRecord]] = {}
+            for record in found:
+                by_source.setdefault(record.source, []).append(record)
+            for path, picture, reason in opened:
+                if picture is None:
+                    records.append(FaceRecord(str(path), status="unreadable", reason=reason))
+                    continue
+                mine = by_source[str(path)]
+                records += mine
+                if annotate_dir is not None:
+                    atomic.save_png(annotate_dir / names[path], annotate(picture, mine))
+            bar.update(len(chunk))
+    return records
+
+
+def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
+    """images, faces, no-face and unreadable counts (and files ignored as not images)."""
+    status = Counter(r.status for r in records)
+    images = len({r.source for r in records})
+    lines = [f"{images} image(s): {status['ok']} face(s), {status['no_face']} with no face, "
+             f"{status['unreadable']} unreadable"]
+    if ignored:
+        lines.append(f"{ignored} file(s) ignored: not images")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    target = out / f"predictions.{args.format}"
+    if target.exists() and not args.overwrite:
+        raise UserError(f"{target} exists; pass --overwrite to replace it")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    files, ignored = collect_inputs(args.inputs)
+    check_writable(out)
+    annotate_dir = out / "annotated" if args.annotate else None
+    if annotate_dir is not None:
+        check_writable(annotate_dir)
+    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size)
+    records = predict_files(model, files, not args.no_detect, args.embeddings, annotate_dir, not args.quiet)
+    atomic.write_text(target, format_records(records, args.format, model.classes, args.embeddings))
+    print("\n".join(summary_lines(records, ignored)))
+    print(f"predictions: {target}" + (f"; annotated images: {annotate_dir}" if annotate_dir else ""))
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `muldml predict` on the CLI's subparsers."""
+    p = subparsers.add_parser("predict", help="every face's expression in photos (JSON lines or CSV)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (read recursively) or globs")
+    p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
+    p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    p.add_argument("--format", choices=FORMATS, default="jsonl", help="predictions file format (default jsonl)")
+    p.add_argument("--annotate", action="store_true", help="also write each image with boxes and labels drawn")
+    p.add_argument("--embeddings", action="store_true", help="add each face's (N·d) embedding to its record")
+    p.add_argument("--no-detect", action="store_true", help="inputs are aligned faces already (e.g. a prepared folder)")
+    p.add_argument("--face-size", type=int, default=236, help="side the training faces were aligned to (prepare --size)")
+    p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+    return p
