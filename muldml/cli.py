@@ -6,6 +6,7 @@
     muldml prepare SRC OUT --dataset NAME [--size 236] [--no-detect]
     muldml cv --data DIR --preset mul-dml --folds 10 --out runs/cv
     muldml pretrain --data DIR --out runs/pre
+    muldml study NAME --data DIR --out runs/S [--folds K | --split] [--seeds S] [--quick] [--config FILE]
     muldml predict PHOTO|FOLDER|GLOB … --checkpoint runs/X [--out DIR] [--format jsonl|csv] [--annotate]
     muldml export --checkpoint runs/X --format onnx|torchscript --out FILE [--embedding]
 
@@ -264,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict.add_parser(sub)
     export.add_parser(sub)
+    from muldml.studies.cli import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

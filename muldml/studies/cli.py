@@ -1,0 +1,124 @@
+"""`muldml study NAME`: the paper's tables and figures as commands.
+
+    muldml study NAME (--data DIR | --demo) --out DIR [--folds K | --split] [--seeds S] [--quick]
+                 [--config FILE] [--init PATH] [--tau-star T] [--dataset ck+|mmi|sfew|raf-db]
+
+Settings: the preset of each cell, then --config, then --quick's, then the command line;
+each cell's own settings (its threshold, slice dimension, …) win over all of them.
+--tau-star T gives τ* to the one-threshold cells (table3, table4, table7, baselines);
+without it they take table2's nested choice when table2 ran in the same folder, else the
+configuration's tau_star.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import Any
+
+from muldml.studies.definitions import ALL, NAMES, STUDIES
+
+# --quick: small enough for CI on two CPU cores, about a minute per study on the demo faces.
+QUICK_SETTINGS: dict[str, Any] = {"epochs": 1, "image_size": 32, "batch_size": 32, "lr": 1e-3}
+QUICK_FOLDS = 2
+QUICK_DEMO = {"num_subjects": 8, "images_per_expression": 1, "size": 32}
+DEMO = {"num_subjects": 60, "images_per_expression": 3, "size": 64}
+# From scratch on the demo faces (no pre-trained backbone): a larger rate than the paper's 5e-6.
+DEMO_SETTINGS: dict[str, Any] = {"lr": 1e-3, "image_size": 64, "epochs": 25}
+
+
+def add_study_parser(sub) -> argparse.ArgumentParser:
+    """Register `study` on the `muldml` subcommands."""
+    from muldml.cli import add_config_options, add_runtime_options
+
+    lines = [f"  {name:10s} {study.source}: {study.title}" for name, study in STUDIES.items()]
+    lines.append(f"  {ALL:10s} every study above, each shared run trained once")
+    parser = sub.add_parser("study", help="reproduce a table or figure of the paper (table1 … fig9, all)",
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description="Reproduce a table or figure of the paper.\n\nNAME:\n" + "\n".join(lines))
+    parser.add_argument("name", choices=NAMES, metavar="NAME", help=", ".join(NAMES))
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="dataset folder (<class>/<image> or manifest.csv from `muldml prepare`)")
+    source.add_argument("--demo", action="store_true", help="the built-in generated demo faces (written to OUT/data)")
+    parser.add_argument("--out", required=True, help="study folder: runs/, one folder per study, report.md")
+    protocol = parser.add_mutually_exclusive_group()
+    protocol.add_argument("--folds", type=int, help="k-fold subject-independent cross-validation "
+                          "(default 10 without an official split, 2 with --quick)")
+    protocol.add_argument("--split", action="store_true", help="train → test on the official split")
+    parser.add_argument("--seeds", type=int, default=1, help="repetitions of every cell (seeds 0 … S-1)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny runs to check the pipeline: {QUICK_SETTINGS}, {QUICK_FOLDS} folds")
+    parser.add_argument("--dataset", choices=("ck+", "mmi", "sfew", "raf-db"),
+                        help="which dataset the data is, for the paper's published values")
+    parser.add_argument("--config", help="JSON or YAML file of settings, e.g. configs/paper-ckplus.yaml")
+    parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_options(parser)
+    add_runtime_options(parser)
+    parser.set_defaults(run=cmd_study)
+    return parser
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line equivalent to `args` (what the report quotes)."""
+    words = ["muldml", "study", args.name]
+    for key, value in vars(args).items():
+        if key in ("name", "run", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return shlex.join(words)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from muldml.cli import runtime_from_args
+    from muldml.config import Config, preset_config, read_config_file, split_settings
+    from muldml.data.folder import scan_folder
+    from muldml.errors import UserError
+    from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study
+    from muldml.studies.report import write_index, write_study_report
+    from muldml.studies.definitions import studies_for
+
+    out = Path(args.out)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.folds is not None and args.folds < 2:
+        raise UserError(f"--folds must be >= 2, got {args.folds}")
+    file_values, _ = split_settings(read_config_file(args.config)) if args.config else ({}, {})
+    file_values.pop("preset", None)  # each cell names its own preset
+    base: dict[str, Any] = dict(file_values)
+    if args.demo:
+        base |= DEMO_SETTINGS
+    if args.quick:
+        base |= QUICK_SETTINGS
+    base |= {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+             if f.name not in ("preset", "classes") and getattr(args, f.name, None) is not None}
+    preset_config("mul-dml", **base)  # one line for a bad setting, before any work
+    runtime = runtime_from_args(args)
+    if args.quick and args.num_workers is None:
+        runtime.num_workers = 0  # worker start-up would dominate such small runs
+
+    if args.demo:
+        from muldml.data.synthetic import write_demo_dataset
+
+        data = write_demo_dataset(out / "data", seed=0, progress=not args.quiet, **(QUICK_DEMO if args.quick else DEMO))
+    else:
+        data = Path(args.data)
+    samples, classes = scan_folder(data, None, args.subject_regex)
+    folds = args.folds if args.folds is not None else (QUICK_FOLDS if args.quick and not args.split else None)
+    protocol = make_protocol(samples, folds, args.split, preset_config("mul-dml", **base).val_fraction)
+    check_study_folder(out, {"data": str(Path(data).resolve()), "protocol": protocol.description,
+                             "folds": [f.name for f in protocol.folds], "common_settings": base, "classes": classes})
+    ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[base.get("seed", 0) + i for i in range(args.seeds)], base=base,
+                       runtime=runtime, tau_star=args.tau_star, dataset=args.dataset, quick=args.quick,
+                       progress=not args.quiet, command=_command(args), keep_checkpoints=not args.quick)
+    print(f"{len(samples)} images, {len(classes)} classes; {protocol.description}")
+    for study in studies_for(args.name):
+        print(f"== {study.name}: {study.source}, {study.title}")
+        results = run_study(ctx, study)
+        report = write_study_report(ctx, study, results, out / study.name)
+        print(f"{study.name}: {report}")
+    index = write_index(ctx, {name: out / name / "report.md" for name in STUDIES if (out / name / "report.md").is_file()})
+    print(f"studies: {index}")
+    return 0

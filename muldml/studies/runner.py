@@ -1,0 +1,255 @@
+"""Running studies: the protocol (folds or the official split), one run folder per cell,
+fold and seed (resumable, shared between studies), τ* resolution, and the results each
+report is written from.
+
+    OUT/study.json                          what the folder was started with (checked on resume)
+    OUT/runs/<run id>/seed-<s>/<fold>/      a training run: checkpoint, history, report, result.json
+    OUT/<study>/report.md, results.json …   written by report.py
+
+A run is done when its result.json exists (written last); an interrupted run resumes from its
+checkpoint. The run id names the settings that differ from the preset, so cells of different
+studies with the same settings (e.g. table2's τ = 0.45 and table3's S-Dual-Triplet at τ* = 0.45)
+are one run.
+
+Honest reporting: a fold's test images are used only for its final accuracy. Curves, the
+inter-class distances of Fig. 3 and table2's choice of τ* use a validation subset: held-out
+training subjects (cross-validation and splits without a separate validation set) or the
+official validation split when the data also has a test split.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from muldml import io as atomic
+from muldml.config import Config, Runtime, preset_config
+from muldml.data.folder import Sample, originals
+from muldml.data.splits import subject_holdout, subject_kfold
+from muldml.errors import UserError
+from muldml.studies.definitions import STUDIES, Cell, Study
+
+RESULT = "result.json"
+STUDY_FILE = "study.json"
+FOLD_SEED = 0  # folds are the same for every --seeds repetition: seeds vary the training only
+
+
+@dataclass
+class Fold:
+    """One train → test partition. val: validation images drawn from outside `test`."""
+
+    name: str
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+
+
+@dataclass
+class Protocol:
+    kind: str  # "cv" or "split"
+    folds: list[Fold]
+    description: str
+
+
+def _subset(samples: Sequence[Sample], idx: Sequence[int]) -> list[Sample]:
+    return [samples[i] for i in idx]
+
+
+def make_protocol(samples: Sequence[Sample], folds: int | None, use_split: bool | None,
+                  val_fraction: float) -> Protocol:
+    """k-fold subject-independent CV where the data has no official split (or `folds` is
+    given), else train → test on the official split (test = the "test" split, or "val" when
+    there is none). Validation always comes from outside the test images."""
+    splits = {s.split for s in samples}
+    has_split = "train" in splits and bool(splits & {"val", "test"})
+    if use_split and not has_split:
+        raise UserError("--split needs data with an official split (manifest.csv with split train and val/test)")
+    if folds is not None and use_split:
+        raise UserError("give either --folds or --split, not both")
+    if has_split and folds is None:
+        train = [s for s in samples if s.split == "train"]
+        test_name = "test" if "test" in splits else "val"
+        test = originals([s for s in samples if s.split == test_name])
+        if test_name == "test" and "val" in splits:
+            val = originals([s for s in samples if s.split == "val"])
+            how = "the official validation split"
+        else:
+            train_idx, val_idx = subject_holdout(train, val_fraction, FOLD_SEED)
+            train, val = _subset(train, train_idx), originals(_subset(train, val_idx))
+            how = f"{val_fraction:.0%} of the training subjects, held out"
+        return Protocol("split", [Fold("split", train, val, test)],
+                        f"official split: train on 'train', report accuracy on '{test_name}' "
+                        f"({len(test)} images); curves and choices on {how} ({len(val)} images)")
+    k = 10 if folds is None else folds
+    result = []
+    for i, test_idx in enumerate(subject_kfold(samples, k, FOLD_SEED), start=1):
+        held = set(test_idx)
+        pool = [s for j, s in enumerate(samples) if j not in held]
+        train_idx, val_idx = subject_holdout(pool, val_fraction, FOLD_SEED + i)
+        result.append(Fold(f"fold-{i:02d}", _subset(pool, train_idx), originals(_subset(pool, val_idx)),
+                           originals(_subset(samples, test_idx))))
+    return Protocol("cv", result,
+                    f"{k}-fold subject-independent cross-validation; in each fold, curves and choices use "
+                    f"{val_fraction:.0%} of its training subjects, held out (never its test fold)")
+
+
+@dataclass
+class StudyContext:
+    """Everything shared by the runs of one invocation."""
+
+    out: Path
+    classes: list[str]
+    protocol: Protocol
+    seeds: list[int]
+    base: dict[str, Any]  # settings common to every cell (config file, quick mode, command line)
+    runtime: Runtime = field(default_factory=Runtime)
+    tau_star: float | None = None  # --tau-star
+    dataset: str | None = None  # for the paper's values
+    quick: bool = False
+    progress: bool = True
+    command: str = ""
+    keep_checkpoints: bool = True
+    done: dict[Path, dict] = field(default_factory=dict)
+
+    def config(self, cell: Cell, tau_star: float | None, seed: int) -> Config:
+        cfg = preset_config(cell.preset, **{**self.base, **cell.settings(tau_star), "seed": seed})
+        cfg.classes = list(self.classes)
+        return cfg
+
+
+def run_id(cfg: Config, base: dict[str, Any]) -> str:
+    """Folder name of a run: the preset and every setting that differs from the preset under
+    the study's common settings (τ* always, for one-threshold presets)."""
+    reference = preset_config(cfg.preset, **base).to_dict()
+    own = cfg.to_dict()
+    skip = {"classes", "seed", "preset"} | ({"num_slices"} if cfg.margin_mode == "range" else set())
+    keys = {k for k in own if k not in skip and own[k] != reference[k]}
+    if cfg.margin_mode == "star":
+        keys.add("tau_star")
+    return ",".join([cfg.preset] + [f"{k}={own[k]:g}" if isinstance(own[k], float) else f"{k}={own[k]}"
+                                     for k in sorted(keys)])
+
+
+def run_dir(ctx: StudyContext, cfg: Config, fold: Fold, seed: int) -> Path:
+    return ctx.out / "runs" / run_id(cfg, ctx.base) / f"seed-{seed}" / fold.name
+
+
+def read_result(path: Path) -> dict | None:
+    result = path / RESULT
+    if not result.is_file():
+        return None
+    try:
+        return json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # torn or unreadable: the run is redone
+
+
+def check_study_folder(out: Path, started: dict[str, Any]) -> None:
+    """Record what the folder is started with; refuse to mix runs of other settings into it."""
+    path = out / STUDY_FILE
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            before = None
+        if before is not None:
+            changed = [k for k in started if k in before and before[k] != started[k]]
+            if changed:
+                raise UserError(f"{out} holds a study started with other {', '.join(changed)} "
+                                f"({', '.join(f'{k}={before[k]!r}' for k in changed)}); use another --out")
+    atomic.write_json(path, started)
+
+
+def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: Path, *,
+                   track_incomplete: bool = False, keep: bool = False) -> dict:
+    """Train one cell on `fold` (resuming), test the final model once, measure what the
+    figures need on validation images, and write out/result.json last."""
+    from muldml.evaluate import evaluate
+    from muldml.studies.measures import embed, incomplete_rate, interclass_histograms
+    from muldml.training import fit, model_from_checkpoint, resolve_device
+
+    device = resolve_device(ctx.runtime.device)
+    incomplete: list[dict] = []
+    if track_incomplete:
+        # Epoch by epoch: the rate of incomplete judgements needs each epoch's weights.
+        progress_file = out / "incomplete.json"
+        if progress_file.is_file():
+            incomplete = json.loads(progress_file.read_text(encoding="utf-8"))
+        for epoch in range(len(incomplete) + 1, cfg.epochs + 1):
+            state = fit(cfg, fold.train, fold.val, out, ctx.runtime, resume=True, progress=ctx.progress,
+                        stop_after=epoch)
+            model, _ = model_from_checkpoint(state)
+            incomplete.append({"epoch": epoch,
+                               "train": incomplete_rate(model, originals(fold.train), cfg, device, seed),
+                               "val": incomplete_rate(model, fold.val, cfg, device, seed)})
+            atomic.write_json(progress_file, incomplete)
+    state = fit(cfg, fold.train, fold.val, out, ctx.runtime, resume=True, progress=ctx.progress)
+    # Quick mode skips each run's own report (its plots cost more than its training).
+    tested = evaluate(state, fold.test, None if ctx.quick else out, device=ctx.runtime.device,
+                      title=f"{cfg.preset}, seed {seed}, {fold.name}")
+    model, _ = model_from_checkpoint(state)
+    val_embeddings, val_labels = embed(model, fold.val, cfg, device)
+    history = state["history"]
+    result = {
+        "run": run_id(cfg, ctx.base), "preset": cfg.preset, "seed": seed, "fold": fold.name,
+        "accuracy": tested.metrics["accuracy"], "num_test": tested.metrics["num_samples"],
+        "confusion": tested.metrics["confusion"], "classes": list(cfg.classes),
+        "val_accuracy": history[-1].get("val_acc") if history else None, "num_val": len(fold.val),
+        "num_train": len(fold.train), "epochs": len(history),
+        "interclass_val": interclass_histograms(val_embeddings, val_labels, cfg.num_slices),
+        "incomplete": incomplete or None,
+        "config": cfg.to_dict(),
+    }
+    atomic.write_json(out / RESULT, result)
+    if not (ctx.keep_checkpoints or keep):
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+    return result
+
+
+def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int) -> dict:
+    """The result of `cell` on `fold` with `seed`, training it unless a study did already."""
+    tau = resolve_tau_star(ctx, fold, seed)[0] if cell.uses_tau_star else None
+    cfg = ctx.config(cell, tau, seed)
+    out = run_dir(ctx, cfg, fold, seed)
+    if out in ctx.done:
+        return ctx.done[out]
+    result = read_result(out)
+    if result is None or (study.figure == "fig6" and not result.get("incomplete")):
+        if result is not None:  # trained by a study that did not track incomplete judgements
+            shutil.rmtree(out)
+        result = train_and_test(ctx, cfg, fold, seed, out, track_incomplete=study.figure == "fig6",
+                                keep=study.keep_models)
+    result["dir"] = str(out.relative_to(ctx.out))
+    ctx.done[out] = result
+    return result
+
+
+def resolve_tau_star(ctx: StudyContext, fold: Fold, seed: int) -> tuple[float, str]:
+    """τ* for the cells that take it, in this fold and seed, with where it came from:
+    --tau-star; else table2's choice in this fold (highest validation accuracy, ties to the
+    smaller τ), when all of table2's runs of this fold and seed are done in this folder; else
+    the configuration's tau_star."""
+    if ctx.tau_star is not None:
+        return ctx.tau_star, "given (--tau-star)"
+    table2 = STUDIES["table2"]
+    scores = []
+    for cell in table2.cells:
+        result = read_result(run_dir(ctx, ctx.config(cell, None, seed), fold, seed))
+        if result is None or result.get("val_accuracy") is None:
+            break
+        scores.append((-result["val_accuracy"], dict(cell.overrides)["tau_star"]))
+    else:
+        return min(scores)[1], "chosen in this fold by table2 on validation subjects (nested)"
+    return ctx.config(Cell("", "s-dual-triplet"), None, seed).tau_star, "from the configuration (not chosen on this data)"
+
+
+def run_study(ctx: StudyContext, study: Study) -> dict[str, list[dict]]:
+    """Train (or read back) every cell × seed × fold of `study`: {cell label: results}."""
+    results: dict[str, list[dict]] = {}
+    for cell in study.cells:
+        results[cell.label] = [run_cell(ctx, study, cell, fold, seed)
+                               for seed in ctx.seeds for fold in ctx.protocol.folds]
+    return results
