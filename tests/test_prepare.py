@@ -10,6 +10,7 @@ from skimage import data
 
 from muldml.cli import main
 from muldml.data.classes import EXPRESSIONS
+from muldml.data.faces import FaceDetector
 from muldml.data.synthetic import render_face, sample_identity
 from muldml.prepare import to_rgb
 
@@ -139,3 +140,108 @@ def test_prepare_bad_arguments(tmp_path, capsys):
     assert "muldml: error:" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path), str(tmp_path / "o"), "--dataset", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def _fer_row(img):
+    return " ".join(map(str, np.asarray(img.convert("L")).ravel()))
+
+
+def test_fer2013_every_row_gets_its_own_file(tmp_path, capsys):
+    # Four rows: two Training and one PublicTest happiness, one PrivateTest anger. All rows used
+    # to share one output per class, so training files held the PublicTest row's pixels.
+    root = tmp_path / "fer"
+    root.mkdir()
+    faces = [face(s, 3, 48).convert("L") for s in range(3)] + [face(3, 0, 48).convert("L")]
+    usage = ["Training", "Training", "PublicTest", "PrivateTest"]
+    emotion = [3, 3, 3, 0]
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(
+        f"{e},{_fer_row(f)},{u}\n" for e, f, u in zip(emotion, faces, usage)))
+    out = tmp_path / "out"
+    assert main(["prepare", str(root), str(out), "--dataset", "fer2013", "--no-detect", "--size", "48",
+                 "--rotations=0", "--quiet"]) == 0
+    rows = read_manifest(out)
+    assert len(rows) == 4 and len({r["path"] for r in rows}) == 4
+    for r in rows:
+        row = int(r["source"].split("=")[1])
+        written = np.asarray(Image.open(out / r["path"]).convert("L"))
+        assert np.array_equal(written, np.asarray(faces[row])), r["path"]  # its own row's pixels, no other's
+    assert len(list(out.rglob("*.png"))) == 4 and "4 image file(s) written" in capsys.readouterr().out
+
+
+def test_sources_whose_names_clash_get_distinct_files(tmp_path, capsys):
+    root = tmp_path / "src"
+    (root / "anger").mkdir(parents=True)
+    pictures = {"S004_d.png": face(4, 0), "S004_d.jpg": face(5, 0), "S006_a b.png": face(6, 0),
+                "S006_a_b.png": face(7, 0), "S008_X.png": face(8, 0), "S008_x.png": face(9, 0),
+                "S010.jfif": face(10, 0), "S011_r+5.png": face(11, 0), "S011.png": face(12, 0)}
+    for name, img in pictures.items():
+        img.save(root / "anger" / name, format="JPEG" if name.endswith((".jpg", ".jfif")) else "PNG")
+    (root / "anger" / "S013.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    out = tmp_path / "out"
+    args = ["prepare", str(root), str(out), "--dataset", "folder", "--no-detect", "--size", "64", "--rotations=-5,0,5",
+            "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    rows = read_manifest(out)
+    kept = [r for r in rows if r["status"] != "skipped"]
+    assert len(kept) == 3 * len(pictures)
+    assert len({r["path"].casefold() for r in kept}) == len(kept)  # distinct, even on a case-insensitive disk
+    on_disk = [p for p in out.rglob("*.png")]
+    assert len(on_disk) == len(kept) and f"{len(kept)} image file(s) written" in printed
+    for r in kept:
+        if r["rotation"] == "0":
+            written = np.asarray(Image.open(out / r["path"]))
+            assert np.array_equal(written, np.asarray(Image.open(root / r["source"]).convert("RGB"))), r["source"]
+    heic = [r for r in rows if r["source"] == "anger/S013.heic"]
+    assert heic[0]["status"] == "skipped" and ".heic" in heic[0]["reason"]
+    assert "1 source image(s) skipped" in printed and "made distinct" in printed
+    # Resuming keeps every source's files where they are.
+    mtimes = {p: p.stat().st_mtime_ns for p in on_disk}
+    assert main(args) == 0
+    assert read_manifest(out) == rows and {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
+
+
+def test_an_image_below_mtcnns_smallest_face_does_not_stop_prepare(tmp_path, capsys):
+    root = tmp_path / "src"
+    (root / "anger").mkdir(parents=True)
+    face(0, 0, 18).save(root / "anger" / "S001_tiny.png")  # 18×18: below MTCNN's 20-px minimum face
+    face(1, 0, 64).save(root / "anger" / "S002_face.png")
+    out = tmp_path / "out"
+    assert main(["prepare", str(root), str(out), "--dataset", "folder", "--size", "32", "--rotations=0",
+                 "--quiet"]) == 0
+    rows = {r["source"]: r for r in read_manifest(out)}
+    assert rows["anger/S001_tiny.png"]["status"] == "no_face"
+    assert "smallest face" in rows["anger/S001_tiny.png"]["reason"]
+    normal = rows["anger/S002_face.png"]
+    assert normal["status"] in {"ok", "no_face"} and (out / normal["path"]).is_file()
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_a_detection_failure_on_one_image_is_counted_not_fatal(tmp_path, capsys, monkeypatch):
+    from muldml.data import faces
+
+    real = faces.FaceDetector._detect
+
+    def fails_on_red(self, batch):
+        if any(img.getpixel((0, 0)) == (255, 0, 0) for img in batch):
+            raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+        return real(self, batch)
+
+    monkeypatch.setattr(faces.FaceDetector, "_detect", fails_on_red)
+    root = tmp_path / "src"
+    (root / "anger").mkdir(parents=True)
+    for s in range(3):  # same size: one batch, which fails as a whole and is retried image by image
+        img = face(s, 0, 40)
+        if s == 1:
+            img.putpixel((0, 0), (255, 0, 0))
+        img.save(root / "anger" / f"S00{s}.png")
+    out = tmp_path / "out"
+    assert main(["prepare", str(root), str(out), "--dataset", "folder", "--size", "32", "--rotations=0",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["source"]: r for r in read_manifest(out)}
+    assert rows["anger/S001.png"]["status"] == "skipped"
+    assert rows["anger/S001.png"]["reason"].startswith("face detection failed: RuntimeError: torch.cat()")
+    assert {rows[k]["status"] for k in ("anger/S000.png", "anger/S002.png")} <= {"ok", "no_face"}
+    assert all((out / rows[k]["path"]).is_file() for k in ("anger/S000.png", "anger/S002.png"))
+    assert "1 source image(s) skipped" in printed and "1× face detection failed" in printed
