@@ -15,13 +15,10 @@ def _hand_case() -> tuple[HISTLoss, torch.Tensor, torch.Tensor]:
     Scores Z = G·G·I = [[2.5625, 2.5], [2.5, 2.5625]] / 5.0625.
     """
     loss = HISTLoss(num_classes=2, embed_dim=2, tau=1.0, alpha=math.log(2) / 2, lambda_s=1.0, hidden=2, lam=1.0)
-    with torch.no_grad():
-        loss.means.copy_(torch.eye(2))
-        loss.log_vars.zero_()
-        for layer in (loss.theta1, loss.theta2):
-            layer.weight.copy_(torch.eye(2))
-            layer.bias.zero_()
-    return loss.double(), torch.eye(2, dtype=torch.float64), torch.tensor([0, 1])
+    loss = loss.double()
+    loss.set_parameters(means=torch.eye(2), log_vars=torch.zeros(2, 2), w1=torch.eye(2), b1=torch.zeros(2),
+                        w2=torch.eye(2), b2=torch.zeros(2))
+    return loss, torch.eye(2, dtype=torch.float64), torch.tensor([0, 1])
 
 
 def test_hand_computed_value():
@@ -49,8 +46,7 @@ def test_scales_lambda_and_lambda_s():
 def test_matches_loop_reference(seed):
     torch.manual_seed(seed)
     loss = HISTLoss(num_classes=5, embed_dim=6, tau=4.0, alpha=0.9, lambda_s=0.7, hidden=8, lam=0.5).double()
-    with torch.no_grad():
-        loss.log_vars.uniform_(-1.0, 7.0)  # exercises both ends of the clamp to [0, 6]
+    loss.set_parameters(log_vars=torch.empty(5, 6).uniform_(-1.0, 7.0))  # both ends of the clamp to [0, 6]
     x = torch.randn(9, 6, dtype=torch.float64)
     y = torch.tensor([0, 0, 1, 3, 3, 3, 1, 4, 0])  # class 2 absent: not a hyperedge
     assert loss(x, y).item() == pytest.approx(hist_reference(loss, x, y), rel=1e-10, abs=1e-12)
@@ -59,12 +55,11 @@ def test_matches_loop_reference(seed):
 def test_gradients_match_finite_differences():
     torch.manual_seed(3)
     loss = HISTLoss(num_classes=3, embed_dim=4, tau=2.0, alpha=0.9, hidden=5).double()
-    with torch.no_grad():
-        loss.log_vars.uniform_(0.5, 2.0)  # inside the clamp: differentiable there
+    loss.set_parameters(log_vars=torch.empty(3, 4).uniform_(0.5, 2.0))  # inside the clamp: differentiable there
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     assert torch.autograd.gradcheck(lambda e: loss(e, y), (x,))
-    params = [loss.means, loss.log_vars, loss.theta1.weight, loss.theta2.weight]
+    params = list(loss.parameters())
     grads = torch.autograd.grad(loss(x, y), params)
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
@@ -84,3 +79,21 @@ def test_bad_inputs():
         loss(torch.randn(2, 4), torch.tensor([0, 3]))
     with pytest.raises(ValueError):
         HISTLoss(num_classes=3, embed_dim=4, tau=0.0)
+
+
+def test_learning_rate_scales_move_effective_values_faster():
+    """One Adam step of rate lr moves the class means by about DIST_LR_SCALE·lr and the HGNN
+    weights by about HGNN_LR_SCALE·lr (Adam's first step is lr·sign(gradient))."""
+    from muldml.baselines.hist import DIST_LR_SCALE, HGNN_LR_SCALE
+
+    torch.manual_seed(5)
+    loss = HISTLoss(num_classes=3, embed_dim=4, hidden=5)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    before_means, before_w1 = loss.means.detach().clone(), loss.hgnn_weights()[0].detach().clone()
+    optimizer = torch.optim.Adam(loss.parameters(), lr=1e-6)
+    loss(x, y).backward()
+    optimizer.step()
+    means_step = (loss.means.detach() - before_means).abs().max().item()
+    w1_step = (loss.hgnn_weights()[0].detach() - before_w1).abs().max().item()
+    assert means_step == pytest.approx(DIST_LR_SCALE * 1e-6, rel=1e-2)
+    assert w1_step == pytest.approx(HGNN_LR_SCALE * 1e-6, rel=1e-2)

@@ -18,9 +18,15 @@ For a batch of B embeddings x_i (L2-normalised) with labels y_i and C classes:
 5. Semantic tuplet loss L_S = cross-entropy(Z, y).  HIST = L_D + λ_s·L_S.
 
 Hyper-parameters (defaults from the authors' release): τ = 32, α = 0.9, λ_s = 1, HGNN hidden
-width 512. Two deliberate differences from that release, so the loss is a pure function of
-its parameters and inputs: no batch normalisation inside the HGNN (its value is then the same
-in training and evaluation mode), and log-variances start at 0 (σ² = 1: the distance starts as
+width 512. That release trains the class distributions at 1000× and the HGNN at 10× the
+network's learning rate (1e-1 and 1e-3 beside 1e-4). Here one optimiser serves everything, so
+the same ratios come from the parametrisation instead: the distributions are stored divided by
+DIST_LR_SCALE and the HGNN weights by HGNN_LR_SCALE, and Adam's steps, which do not depend on
+the gradient's scale, then move the effective values that much faster.
+
+Deliberate differences from that release, so that the loss is a pure function of its
+parameters and inputs: no batch normalisation inside the HGNN (its value is then the same in
+training and evaluation mode), and log-variances start at 0 (σ² = 1: the distance starts as
 the plain squared Euclidean one). L_D uses log-softmax, so no sample is dropped for a
 probability that underflows to 0.
 
@@ -37,6 +43,8 @@ from torch import nn
 HIST_DEFAULTS = {"tau": 32.0, "alpha": 0.9, "lambda_s": 1.0, "hidden": 512}
 LOG_VAR_MAX = 6.0  # σ² ≤ e^6
 LEAKY_SLOPE = 0.1
+DIST_LR_SCALE = 1000.0  # class means and log-variances: 1000× the learning rate
+HGNN_LR_SCALE = 10.0  # HGNN weights: 10× the learning rate
 
 
 class HISTLoss(nn.Module):
@@ -56,11 +64,36 @@ class HISTLoss(nn.Module):
             raise ValueError(f"HIST needs tau > 0 and alpha, lambda_s, lam >= 0; got {tau}, {alpha}, {lambda_s}, {lam}")
         self.num_classes, self.embed_dim = num_classes, embed_dim
         self.tau, self.alpha, self.lambda_s, self.lam = float(tau), float(alpha), float(lambda_s), float(lam)
-        self.means = nn.Parameter(torch.randn(num_classes, embed_dim) / math.sqrt(embed_dim))
-        self.log_vars = nn.Parameter(torch.zeros(num_classes, embed_dim))
-        self.theta1 = nn.Linear(embed_dim, hidden)
-        self.theta2 = nn.Linear(hidden, num_classes)
+        # Stored parameters are the effective values divided by their learning-rate scale.
+        self.raw_means = nn.Parameter(torch.randn(num_classes, embed_dim) / math.sqrt(embed_dim) / DIST_LR_SCALE)
+        self.raw_log_vars = nn.Parameter(torch.zeros(num_classes, embed_dim))
+        layers = (nn.Linear(embed_dim, hidden), nn.Linear(hidden, num_classes))  # torch's initialisation
+        self.raw_w1, self.raw_b1, self.raw_w2, self.raw_b2 = (nn.Parameter(p.detach() / HGNN_LR_SCALE) for layer in layers
+                                                              for p in (layer.weight, layer.bias))
         self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def means(self) -> torch.Tensor:
+        """(C, D) class means (before normalisation)."""
+        return self.raw_means * DIST_LR_SCALE
+
+    @property
+    def log_vars(self) -> torch.Tensor:
+        """(C, D) log-variances (before the clamp to [0, 6])."""
+        return self.raw_log_vars * DIST_LR_SCALE
+
+    def hgnn_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Θ1 (hidden, D), b1 (hidden,), Θ2 (C, hidden), b2 (C,)) as F.linear takes them."""
+        return tuple(p * HGNN_LR_SCALE for p in (self.raw_w1, self.raw_b1, self.raw_w2, self.raw_b2))
+
+    @torch.no_grad()
+    def set_parameters(self, means=None, log_vars=None, w1=None, b1=None, w2=None, b2=None) -> None:
+        """Set effective values (tests, or a release's weights); None leaves one unchanged."""
+        for raw, value, scale in ((self.raw_means, means, DIST_LR_SCALE), (self.raw_log_vars, log_vars, DIST_LR_SCALE),
+                                  (self.raw_w1, w1, HGNN_LR_SCALE), (self.raw_b1, b1, HGNN_LR_SCALE),
+                                  (self.raw_w2, w2, HGNN_LR_SCALE), (self.raw_b2, b2, HGNN_LR_SCALE)):
+            if value is not None:
+                raw.copy_(torch.as_tensor(value, dtype=raw.dtype) / scale)
 
     def distances(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, C) squared Mahalanobis distances d(i, c) of the normalised embeddings."""
@@ -89,15 +122,16 @@ class HISTLoss(nn.Module):
         scaled = incidence * node_degree.rsqrt()[:, None]
         propagation = (scaled / edge_degree) @ scaled.T  # D_v^-1/2 H D_e^-1 Hᵀ D_v^-1/2, (B, B)
         x = F.normalize(embeddings, dim=1)
-        hidden = F.leaky_relu(propagation @ self.theta1(x.to(self.theta1.weight.dtype)).to(dtype), LEAKY_SLOPE)
-        scores = propagation @ self.theta2(hidden.to(self.theta2.weight.dtype)).to(dtype)
+        w1, b1, w2, b2 = (p.to(dtype) for p in self.hgnn_weights())
+        hidden = F.leaky_relu(propagation @ F.linear(x, w1, b1), LEAKY_SLOPE)
+        scores = propagation @ F.linear(hidden, w2, b2)
         tuplet_loss = F.cross_entropy(scores, labels)
         self.last_terms = (dist_loss.detach(), tuplet_loss.detach())
         return self.lam * (dist_loss + self.lambda_s * tuplet_loss)
 
     def extra_repr(self) -> str:
         return (f"classes={self.num_classes}, dim={self.embed_dim}, tau={self.tau:g}, alpha={self.alpha:g}, "
-                f"lambda_s={self.lambda_s:g}, hidden={self.theta1.out_features}, lam={self.lam:g}")
+                f"lambda_s={self.lambda_s:g}, hidden={self.raw_w1.shape[0]}, lam={self.lam:g}")
 
 
 def hist_reference(loss: HISTLoss, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
@@ -129,15 +163,15 @@ def hist_reference(loss: HISTLoss, embeddings: torch.Tensor, labels: torch.Tenso
     G = [[sum(H[i][e] * H[j][e] / de[e] for e in range(len(edges))) / math.sqrt(dv[i] * dv[j]) for j in range(B)]
          for i in range(B)]
 
-    def linear(layer, rows):
-        w = layer.weight.detach().double().tolist()
-        b = layer.bias.detach().double().tolist()
+    w1, b1, w2, b2 = (p.detach().double().tolist() for p in loss.hgnn_weights())
+
+    def linear(w, b, rows):
         return [[sum(r[k] * w[o][k] for k in range(len(r))) + b[o] for o in range(len(w))] for r in rows]
 
     def propagate(rows):
         return [[sum(G[i][j] * rows[j][o] for j in range(B)) for o in range(len(rows[0]))] for i in range(B)]
 
-    hidden = [[v if v > 0 else LEAKY_SLOPE * v for v in row] for row in propagate(linear(loss.theta1, x))]
-    scores = propagate(linear(loss.theta2, hidden))
+    hidden = [[v if v > 0 else LEAKY_SLOPE * v for v in row] for row in propagate(linear(w1, b1, x))]
+    scores = propagate(linear(w2, b2, hidden))
     tuplet_loss = sum(nll(scores[i], y[i]) for i in range(B)) / B
     return loss.lam * (dist_loss + loss.lambda_s * tuplet_loss)
