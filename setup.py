@@ -1,6 +1,8 @@
 """Package metadata for muldml and its `muldml` console script."""
 from setuptools import find_packages, setup
 
+EXPORT = ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.31.1"]
+
 setup(
     name="muldml",
     version="0.1.0",
@@ -27,12 +29,16 @@ setup(
         "triton>=3.0",
     ],
     extras_require={
+        # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;
+        # onnxruntime runs the exported file (and checks it in the tests).
+        "export": EXPORT,
         "dev": [
             "pytest==9.2.0",
             "pytest-benchmark==5.3.1",
             "hypothesis==6.170.17",
             "pytorch-metric-learning==2.9.0",
             "scikit-image==0.26.0",
+            *EXPORT,
         ],
     },
     entry_points={"console_scripts": ["muldml=muldml.cli:main"]},
