@@ -1,8 +1,10 @@
 """The paper's on-the-fly augmentation: a crop from one of five positions and a flip.
 
 Training: a crop from one of the four corners or the centre, chosen at random, then a
-random horizontal flip. Evaluation: the centre crop only. The paper crops 224 from 236;
-other sizes crop in proportion (``crop_size``). Offline rotations live in prepare.
+random horizontal flip. Evaluation: the centre crop only, the same box as training's
+centre position (`crop_box` is the one definition of every position). The paper crops
+224 from 236; other sizes crop in proportion (``crop_size``). Offline rotations live in
+prepare.
 """
 from __future__ import annotations
 
@@ -20,7 +22,13 @@ def crop_size(image_size: int) -> int:
 
 
 def crop_box(width: int, height: int, crop: int, position: str) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of a crop×crop box at one of the five positions."""
+    """(left, top, right, bottom) of a crop×crop box at one of the five positions, pixels.
+
+    The centre box starts at ⌊(side − crop)/2⌋ (64 → 61: offset 1). Raises ValueError when
+    the crop is larger than the image or the position is not one of `POSITIONS`.
+    """
+    if position not in POSITIONS:
+        raise ValueError(f"unknown crop position {position!r}; one of {', '.join(POSITIONS)}")
     if crop > min(width, height):
         raise ValueError(f"crop {crop} larger than the image {width}×{height}")
     left = {"top_left": 0, "bottom_left": 0, "top_right": width - crop, "bottom_right": width - crop}.get(
@@ -31,14 +39,17 @@ def crop_box(width: int, height: int, crop: int, position: str) -> tuple[int, in
 
 
 class FivePositionCrop(torch.nn.Module):
-    """Crop from a corner or the centre, drawn uniformly from torch's RNG."""
+    """Crop from a corner or the centre, drawn uniformly from torch's RNG; with one position
+    (``positions=("center",)``, the evaluation crop) always there, drawing nothing."""
 
-    def __init__(self, crop: int) -> None:
+    def __init__(self, crop: int, positions: tuple[str, ...] = POSITIONS) -> None:
         super().__init__()
-        self.crop = crop
+        self.crop, self.positions = crop, positions
 
     def forward(self, img: Image.Image) -> Image.Image:
-        position = POSITIONS[int(torch.randint(len(POSITIONS), ()))]
+        position = self.positions[0]
+        if len(self.positions) > 1:
+            position = self.positions[int(torch.randint(len(self.positions), ()))]
         return img.crop(crop_box(*img.size, self.crop, position))
 
 
@@ -60,4 +71,4 @@ def train_transform(image_size: int, crop: int | None = None) -> v2.Compose:
 def eval_transform(image_size: int, crop: int | None = None) -> v2.Compose:
     """Resize to image_size², centre crop → (3, crop, crop) in [-1, 1]."""
     crop = crop or crop_size(image_size)
-    return v2.Compose([_resize_if_small(image_size), v2.CenterCrop(crop), _to_tensor()])
+    return v2.Compose([_resize_if_small(image_size), FivePositionCrop(crop, ("center",)), _to_tensor()])

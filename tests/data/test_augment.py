@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -34,3 +36,23 @@ def test_eval_is_the_centre_crop_deterministically():
     img = Image.new("RGB", (40, 40))
     a, b = eval_transform(40)(img), eval_transform(40)(img)
     assert a.shape == (3, 38, 38) and torch.equal(a, b)
+
+
+def test_eval_centre_crop_is_training_centre_position():
+    # 64 → 61 used to be offset 1 in training and 2 in evaluation (torchvision's rounding).
+    for size in range(20, 80):
+        crop = crop_size(size)
+        x = torch.arange(size * size, dtype=torch.int32).reshape(size, size)
+        img = Image.fromarray(((x * 7919) % 251).numpy().astype("uint8")).convert("RGB")  # every position differs
+        box = crop_box(size, size, crop, "center")  # what FivePositionCrop cuts at the centre position
+        left, top, _, _ = box
+        centre = img.crop(box)
+        assert (left, top) == ((size - crop) // 2,) * 2
+        expected = torch.from_numpy(np.array(centre)).permute(2, 0, 1).float() / 255 * 2 - 1
+        assert torch.allclose(eval_transform(size)(img), expected, atol=1e-6), size
+    assert crop_box(64, 64, 61, "center")[:2] == (1, 1)
+
+
+def test_unknown_crop_position_is_an_error():
+    with pytest.raises(ValueError, match="position"):
+        crop_box(64, 64, 61, "middle")

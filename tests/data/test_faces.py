@@ -63,3 +63,36 @@ def test_rotate_points_matches_pil():
     y, x = np.unravel_index(np.argmax(np.asarray(turned)), (101, 101))
     (px, py), = rotate_points(np.array([[80.0, 50.0]]), (50, 50), 90)
     assert abs(px - x) <= 1 and abs(py - y) <= 1
+
+
+def _white_square(side=100, canvas=300):
+    img = Image.new("RGB", (canvas, canvas))
+    lo = (canvas - side) // 2
+    img.paste((255, 255, 255), (lo, lo, lo + side, lo + side))
+    return img
+
+
+def _white_area(img):
+    return (np.asarray(img.convert("L")) > 127).sum()
+
+
+@pytest.mark.parametrize("angle", [-10, -5, 5, 10, 30])
+def test_no_face_fallback_keeps_the_scale_when_rotating(angle):
+    # A 100-px square in a 300-px image, cropped to 90 px: 30 px wide at 0°; a turned copy was zoomed 1.5×.
+    img = _white_square()
+    upright = center_square(img, 90)
+    columns = np.flatnonzero((np.asarray(upright.convert("L")) > 127).any(axis=0))
+    assert columns[-1] - columns[0] + 1 == 30
+    turned = center_square(img, 90, angle)
+    assert abs(_white_area(turned) / _white_area(upright) - 1) < 0.03  # turning keeps area
+    assert turned.size == (90, 90)
+
+
+@pytest.mark.parametrize("angle", [-10, 5, 10])
+def test_aligned_face_keeps_the_scale_when_rotating(angle):
+    img = _white_square(side=50)
+    # Level eyes 40 px apart, the mouth 40 px lower: a 100-px region centred on the 50-px square.
+    landmarks = np.array([[130.0, 130.0], [170.0, 130.0], [150.0, 150.0], [135.0, 170.0], [165.0, 170.0]])
+    upright = align_face(img, landmarks, 100)
+    turned = align_face(img, landmarks, 100, rotation=angle)
+    assert abs(_white_area(turned) / _white_area(upright) - 1) < 0.03
