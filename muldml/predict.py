@@ -2,6 +2,7 @@
 
     muldml predict PHOTO|FOLDER|GLOB … --checkpoint RUN [--out DIR] [--format jsonl|csv]
                    [--annotate] [--embeddings] [--no-detect] [--batch-size N] [--device D]
+                   [--resume | --overwrite]
 
 Folders are read recursively; operating-system metadata and hidden files are left out,
 and other files that are not images are counted as ignored. Each image becomes one
@@ -9,7 +10,9 @@ record per face (see `muldml.inference.FaceRecord`), one "no_face" record when n
 found, or one "unreadable" record with the reason; the run goes on and counts them.
 DIR/predictions.jsonl (or .csv) is written atomically at the end; ``--annotate`` writes
 DIR/annotated/<image>.png with each face's box and label drawn. An existing predictions
-file is replaced only with ``--overwrite``.
+file is replaced only with ``--overwrite``. Each image's records are also logged as soon as
+they are known (DIR/.predictions.partial.jsonl), so an interrupted run continues with
+``--resume`` and ends with the same file an uninterrupted run writes.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
@@ -33,6 +37,7 @@ from muldml.inference import LANDMARKS, FaceRecord, FERModel, load_model
 from muldml.training import check_writable
 
 FORMATS = ("jsonl", "csv")
+PARTIAL = ".predictions.partial.jsonl"  # records so far, one line per image: what --resume reads
 
 
 def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], int]:
@@ -166,29 +171,54 @@ def annotated_names(files: Sequence[Path]) -> dict[Path, str]:
 
 
 def predict_files(model: FERModel, files: Sequence[Path], detect: bool = True, embeddings: bool = False,
-                  annotate_dir: Path | None = None, progress: bool = True) -> list[FaceRecord]:
-    """Records for `files`, read ``model.batch_size`` images at a time (see the module doc)."""
+                  annotate_dir: Path | None = None, progress: bool = True, log: IO[str] | None = None,
+                  done: dict[str, list[FaceRecord]] | None = None) -> list[FaceRecord]:
+    """Records for `files` in their order, read ``model.batch_size`` images at a time (see the
+    module doc). log: each image's records are appended to it as one JSON line as soon as
+    they are known; done: records of images already predicted (from such a log), reused."""
+    done = done or {}
     names = annotated_names(files) if annotate_dir is not None else {}
-    records: list[FaceRecord] = []
-    with tqdm(total=len(files), disable=not progress, desc="predict", unit="img") as bar:
-        for start in range(0, len(files), model.batch_size):
-            chunk = files[start : start + model.batch_size]
+    todo = [path for path in files if str(path) not in done]
+    fresh: dict[str, list[FaceRecord]] = {}
+    with tqdm(total=len(files), initial=len(files) - len(todo), disable=not progress, desc="predict",
+              unit="img") as bar:
+        for start in range(0, len(todo), model.batch_size):
+            chunk = todo[start : start + model.batch_size]
             opened = [(path, *open_photo(path)) for path in chunk]
             readable = [(path, picture) for path, picture, _ in opened if picture is not None]
-            found = model.predict([p for _, p in readable], detect, embeddings, [str(path) for path, _ in readable])
-            by_source: dict[str, list[FaceRecord]] = {}
-            for record in found:
-                by_source.setdefault(record.source, []).append(record)
+            for record in model.predict([p for _, p in readable], detect, embeddings, [str(p) for p, _ in readable]):
+                fresh.setdefault(record.source, []).append(record)
             for path, picture, reason in opened:
                 if picture is None:
-                    records.append(FaceRecord(str(path), status="unreadable", reason=reason))
-                    continue
-                mine = by_source[str(path)]
-                records += mine
-                if annotate_dir is not None:
-                    atomic.save_png(annotate_dir / names[path], annotate(picture, mine))
+                    fresh[str(path)] = [FaceRecord(str(path), status="unreadable", reason=reason)]
+                elif annotate_dir is not None:
+                    atomic.save_png(annotate_dir / names[path], annotate(picture, fresh[str(path)]))
+                if log is not None:
+                    log.write(json.dumps({"source": str(path), "records": [r.to_dict() for r in fresh[str(path)]]}) + "\n")
+            if log is not None:
+                log.flush()
             bar.update(len(chunk))
-    return records
+    return [record for path in files for record in done.get(str(path)) or fresh[str(path)]]
+
+
+def read_partial(path: Path, settings: dict) -> dict[str, list[FaceRecord]]:
+    """Records per source from an interrupted run's log (a torn last line is ignored).
+    Raises UserError when the log was written with other settings."""
+    done: dict[str, list[FaceRecord]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # the line being written when the run stopped
+                continue
+            if "settings" in entry:
+                changed = sorted(k for k in settings if entry["settings"].get(k) != settings[k])
+                if changed:
+                    raise UserError(f"cannot resume {path.parent}: settings differ from the interrupted run's "
+                                    f"({', '.join(changed)}); pass --overwrite to start again")
+            else:
+                done[entry["source"]] = [FaceRecord(**r) for r in entry["records"]]
+    return done
 
 
 def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
@@ -204,9 +234,12 @@ def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    target = out / f"predictions.{args.format}"
+    target, partial = out / f"predictions.{args.format}", out / PARTIAL
     if target.exists() and not args.overwrite:
         raise UserError(f"{target} exists; pass --overwrite to replace it")
+    if partial.exists() and not (args.resume or args.overwrite):
+        raise UserError(f"{out} holds an interrupted run's predictions; pass --resume to continue it "
+                        "or --overwrite to start again")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     files, ignored = collect_inputs(args.inputs)
@@ -215,9 +248,22 @@ def run(args: argparse.Namespace) -> int:
     if annotate_dir is not None:
         check_writable(annotate_dir)
     model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size)
-    records = predict_files(model, files, not args.no_detect, args.embeddings, annotate_dir, not args.quiet)
+    # What the records depend on: a resumed run must not mix records made otherwise.
+    settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "detect": not args.no_detect,
+                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate}
+    done = read_partial(partial, settings) if args.resume and partial.exists() else {}
+    with open(partial, "a" if done else "w", encoding="utf-8") as log:
+        if done:
+            log.write("\n")  # whatever the stopped run left half-written stays a line of its own
+        else:
+            log.write(json.dumps({"settings": settings}) + "\n")
+        records = predict_files(model, files, not args.no_detect, args.embeddings, annotate_dir, not args.quiet,
+                                log, done)
     atomic.write_text(target, format_records(records, args.format, model.classes, args.embeddings))
+    partial.unlink()
     print("\n".join(summary_lines(records, ignored)))
+    if done:
+        print(f"resumed: {sum(str(f) in done for f in files)} image(s) from the interrupted run")
     print(f"predictions: {target}" + (f"; annotated images: {annotate_dir}" if annotate_dir else ""))
     return 0
 
@@ -235,6 +281,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--face-size", type=int, default=236, help="side the training faces were aligned to (prepare --size)")
     p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)

@@ -151,3 +151,40 @@ def test_bad_input_gives_one_line_and_exit_2(run, photos, tmp_path, capsys):
     assert main(["predict", blank, "--checkpoint", str(run), "--out", str(done), "--overwrite", "--quiet",
                  "--device", "cpu"]) == 0
     assert read_jsonl(done / "predictions.jsonl")[0]["status"] == "no_face"
+
+
+def test_interrupted_run_resumes_to_the_same_file(run, astronaut, tmp_path, monkeypatch, capsys):
+    from muldml.inference import FERModel
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for name, (img, options) in odd_images(astronaut).items():
+        img.save(folder / name, **options)
+    common = [str(folder), "--checkpoint", str(run), "--no-detect", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    assert main(["predict", *common, "--out", str(tmp_path / "whole")]) == 0
+    whole = (tmp_path / "whole" / "predictions.jsonl").read_text()
+
+    calls, real = [], FERModel.predict
+
+    def interrupted(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(FERModel, "predict", interrupted)
+    cut = tmp_path / "cut"
+    assert main(["predict", *common, "--out", str(cut)]) == 130
+    monkeypatch.setattr(FERModel, "predict", real)
+    assert not (cut / "predictions.jsonl").exists()
+    with open(cut / ".predictions.partial.jsonl", "a") as log:
+        log.write('{"source": "torn')  # a line cut short by the interruption
+    capsys.readouterr()
+    assert main(["predict", *common, "--out", str(cut)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["predict", *common, "--out", str(cut), "--resume", "--embeddings"]) == 2
+    assert "settings differ" in capsys.readouterr().err
+    assert main(["predict", *common, "--out", str(cut), "--resume"]) == 0
+    assert "resumed: 4 image(s)" in capsys.readouterr().out
+    assert (cut / "predictions.jsonl").read_text() == whole
+    assert not (cut / ".predictions.partial.jsonl").exists()
