@@ -188,9 +188,10 @@ def prepare(
     logged = _read_log(log_path)
     done = {item.key: logged[item.key] for item in source.items
             if item.key in logged and _finished(item, logged[item.key], rotations)}
+    summary = Summary()
+    _redo_shared_outputs(out, done, summary)
     todo = [item for item in source.items if item.key not in done]
     manifest = dict(done)  # source key → its rows: what manifest.csv will hold
-    summary = Summary()
     for rows in done.values():
         summary.statuses[rows[0]["status"]] += 1
     summary.warnings.update(source.warnings)
@@ -223,6 +224,24 @@ def prepare(
     bar.close()
     _write_manifest(out, [row for rows in manifest.values() for row in rows])
     return summary
+
+
+def _redo_shared_outputs(out: Path, done: dict[str, list[dict]], summary: Summary) -> None:
+    """An earlier run may have written several sources to one file (names cut to a shared
+    stem): those sources are done again under distinct names and the shared files removed."""
+    owners: dict[str, set[str]] = {}
+    for key, rows in done.items():
+        for row in rows:
+            if row["path"]:
+                owners.setdefault(row["path"].casefold(), set()).add(key)
+    shared = {path for path, keys in owners.items() if len(keys) > 1}
+    redo = {key for path in shared for key in owners[path]}
+    for key in redo:
+        for row in done.pop(key):
+            if row["path"].casefold() in shared:
+                (out / row["path"]).unlink(missing_ok=True)
+    if redo:
+        summary.warnings["written to a file shared with another source by an earlier run, prepared again"] += len(redo)
 
 
 def _process(item, img, notes, error, found, out, size, detect, rotations, seen, outputs, summary) -> list[dict]:

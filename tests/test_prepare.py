@@ -245,3 +245,30 @@ def test_a_detection_failure_on_one_image_is_counted_not_fatal(tmp_path, capsys,
     assert {rows[k]["status"] for k in ("anger/S000.png", "anger/S002.png")} <= {"ok", "no_face"}
     assert all((out / rows[k]["path"]).is_file() for k in ("anger/S000.png", "anger/S002.png"))
     assert "1 source image(s) skipped" in printed and "1× face detection failed" in printed
+
+
+def test_outputs_shared_by_an_earlier_run_are_prepared_again(tmp_path, monkeypatch, capsys):
+    # An output folder written before names were made distinct: the FER2013 rows of a class share one file.
+    import muldml.prepare
+
+    root = tmp_path / "fer"
+    root.mkdir()
+    faces = [face(s, 3, 48).convert("L") for s in range(3)]
+    (root / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(f"3,{_fer_row(f)},Training\n" for f in faces))
+    out = tmp_path / "out"
+    args = ["prepare", str(root), str(out), "--dataset", "fer2013", "--no-detect", "--size", "48", "--rotations=0",
+            "--quiet"]
+    with monkeypatch.context() as patch:
+        patch.setattr(muldml.prepare, "_redo_shared_outputs", lambda *a: None)
+        patch.setattr(muldml.prepare._Outputs, "paths", lambda self, item, angles, summary: [
+            f"{item.label}/fer2013.png" for _ in angles])
+        assert main(args) == 0
+    assert [p.name for p in out.rglob("*.png")] == ["fer2013.png"]
+    capsys.readouterr()
+    assert main(args) == 0
+    rows = read_manifest(out)
+    assert len({r["path"] for r in rows}) == 3 and len(list(out.rglob("*.png"))) == 3
+    for r in rows:
+        row = int(r["source"].split("=")[1])
+        assert np.array_equal(np.asarray(Image.open(out / r["path"]).convert("L")), np.asarray(faces[row]))
+    assert "3× written to a file shared with another source" in capsys.readouterr().out
