@@ -20,6 +20,7 @@ the archive as ``extra/metadata.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import warnings
@@ -132,7 +133,7 @@ def export(model: FERModel, out: str | Path, fmt: str, embedding: bool = False) 
     if fmt not in FORMATS:
         raise UserError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
-    net = InferenceNet(model.net.cpu(), embedding)
+    net = InferenceNet(copy.deepcopy(model.net).cpu(), embedding)  # the model itself stays where it is
     example = example_input(model)
     meta = metadata(model, net)
     if fmt == "onnx":

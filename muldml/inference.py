@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from muldml.config import Config
-from muldml.data.augment import eval_transform
+from muldml.data.augment import crop_size, eval_transform
 from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
 from muldml.training.distributed import resolve_device
@@ -147,7 +147,7 @@ class FERModel:
         self.face_size, self.batch_size = face_size, batch_size
         self.transform = eval_transform(cfg.image_size, cfg.crop)
         self.image_size = cfg.image_size
-        self.crop = int(self.transform(Image.new("RGB", (cfg.image_size, cfg.image_size))).shape[-1])
+        self.crop = cfg.crop or crop_size(cfg.image_size)
         self.mean, self.std = normalization(self.transform)
         self._detector = None
 

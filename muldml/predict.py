@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.errors import UserError
-from muldml.inference import LANDMARKS, FaceRecord, FERModel, load_model
+from muldml.inference import FACE_SIZE, LANDMARKS, FaceRecord, FERModel, load_model
 from muldml.training import check_writable
 
 FORMATS = ("jsonl", "csv")
@@ -148,6 +148,7 @@ def annotate(picture: Image.Image, records: Sequence[FaceRecord]) -> Image.Image
         label = f"{r.face}: {r.expression} {r.probabilities[r.expression]:.2f}"
         left, top, right, bottom = draw.textbbox((x0, y0), label, font=font)
         shift = bottom - top + 2 * width
+        shift = shift if y0 - shift >= 0 else -2 * width  # above the box, or inside it at the top edge
         draw.rectangle((left - width, top - shift - width, right + width, bottom - shift + width), fill=(255, 40, 40))
         draw.text((x0, y0 - shift), label, fill=(255, 255, 255), font=font)
     return out
@@ -278,7 +279,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--annotate", action="store_true", help="also write each image with boxes and labels drawn")
     p.add_argument("--embeddings", action="store_true", help="add each face's (N·d) embedding to its record")
     p.add_argument("--no-detect", action="store_true", help="inputs are aligned faces already (e.g. a prepared folder)")
-    p.add_argument("--face-size", type=int, default=236, help="side the training faces were aligned to (prepare --size)")
+    p.add_argument("--face-size", type=int, default=FACE_SIZE, help="side the training faces were aligned to (prepare --size)")
     p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
