@@ -122,7 +122,7 @@ def _mine_kernel(
     PART_POS, PART_NEG,  # (S, N, B) fp32 out: best score of each column split
     PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) int32 out: its column, -1 where none
     B, B_PAD, D_PAD,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -154,6 +154,9 @@ def _mine_kernel(
         for k in range(0, D_PAD, BLOCK_K):
             a = tl.load(a_ptrs + k)
             b = tl.load(b_ptrs + k)
+            if UPCAST:  # exact: products of bf16 values are exact in fp32
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
             dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
         col_ok = cols < B
         sq_b = tl.load(SQ + slice_id * B_PAD + cols)
@@ -473,6 +476,8 @@ def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
     MINE[precision][grid](
         mining, sq, labels, labels.stride(0), part_pos, part_neg, part_pos_idx, part_neg_idx,
         batch, b_pad, d_pad, PRECISION=dot_precision,
+        # Triton's interpreter multiplies the bit patterns of bf16 operands: upcast there only.
+        UPCAST=INTERPRET and mining_dtype == torch.bfloat16,
     )
     del mining, sq  # the mining copy is not kept for backward
 

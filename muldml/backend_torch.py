@@ -105,7 +105,10 @@ def torch_triplet_loss(
     if normalize:
         slices = F.normalize(slices, dim=2, eps=NORMALIZE_EPS)
     valid = valid_anchors(labels)
-    pos_idx, neg_idx = mine_batch_hard(slices.detach(), labels)
+    # Distances are translation-invariant: centring each slice on its batch mean keeps the
+    # Gram expansion used for mining from cancelling away for large-norm features.
+    centred = slices.detach()
+    pos_idx, neg_idx = mine_batch_hard(centred - centred.mean(1, keepdim=True), labels)
     pos_idx = torch.where(valid, pos_idx, 0)
     neg_idx = torch.where(valid, neg_idx, 0)
 

@@ -135,13 +135,14 @@ def multi_threshold_triplet_loss(
         raise ValueError(f"got {weight_vec.numel()} weights for {num_slices} margins")
     _check_options(backend, precision, slice_dim)
     _check_inputs(embeddings, labels, num_slices, slice_dim, check_finite)
-    dtype = _compute_dtype(embeddings)
+    dtype = _compute_dtype(embeddings, backend)
     return _dispatch(embeddings, labels, margin_vec.to(embeddings.device, dtype), weight_vec.to(embeddings.device, dtype),
                      slice_dim, dual, normalize, 0.5 / num_slices if lam is None else float(lam), backend, precision)
 
 
-def _compute_dtype(embeddings: torch.Tensor) -> torch.dtype:
-    return torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+def _compute_dtype(embeddings: torch.Tensor, backend: str) -> torch.dtype:
+    """The oracle computes in float64 (half input included); the fast backends in float32 below fp64."""
+    return torch.float64 if embeddings.dtype == torch.float64 or backend == "reference" else torch.float32
 
 
 def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, normalize, lam, backend, precision):
@@ -217,7 +218,7 @@ class MultiThresholdTripletLoss(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, N·d); labels: (B,). Returns the scalar loss."""
         _check_inputs(embeddings, labels, self.num_slices, self.slice_dim, self.check_finite)
-        key = (embeddings.device, _compute_dtype(embeddings))
+        key = (embeddings.device, _compute_dtype(embeddings, self.backend))
         if key not in self._vectors:
             self._vectors[key] = (torch.tensor(self.margins, dtype=key[1]).to(key[0]),
                                   torch.tensor(self.weights, dtype=key[1]).to(key[0]))

@@ -38,11 +38,15 @@ def reference_triplet_loss(
     embeddings: (B, N·d); labels: (B,) integers; margins: (N,) τ_i; weights: (N,) w_i
     (default 1); lam: λ (default 0.5/N). ``indices`` = (pos_idx, neg_idx), each (N, B),
     replaces the mining with given triplets: tests use it to compare gradients at the
-    triplets a fast backend chose.
+    triplets a fast backend chose. Half-precision input (fp16/bf16) is computed in
+    float64, the oracle's precision. Outputs live on the embeddings' device.
     """
+    if embeddings.dtype in (torch.float16, torch.bfloat16):
+        embeddings = embeddings.double()
+    device = embeddings.device
     batch = embeddings.shape[0]
     num_slices = margins.numel()
-    weights = torch.ones(num_slices, dtype=embeddings.dtype) if weights is None else weights
+    weights = torch.ones(num_slices, dtype=embeddings.dtype, device=device) if weights is None else weights
     lam = 0.5 / num_slices if lam is None else lam
     same = labels[:, None] == labels[None, :]
     not_self = ~torch.eye(batch, dtype=torch.bool, device=labels.device)
@@ -73,17 +77,17 @@ def reference_triplet_loss(
             terms.append(F.relu(d_ap - d_pn + margins[i]) * valid)
         total = sum(t.sum() for t in terms)
         slice_losses.append(total / (max(num_triplets, 1) * len(terms)))
-        active_all.append(sum(int((t > 0).sum()) for t in terms))
+        active_all.append(sum((t > 0).sum() for t in terms))
         pos_all.append(torch.where(valid, pos, -1))
         neg_all.append(torch.where(valid, neg, -1))
 
     per_slice = torch.stack(slice_losses)
     return TripletLossOutput(
-        loss=lam * (weights.to(per_slice.dtype) * per_slice).sum(),
+        loss=lam * (weights.to(per_slice.dtype).to(device) * per_slice).sum(),
         slice_losses=per_slice.detach(),
         pos_idx=torch.stack(pos_all),
         neg_idx=torch.stack(neg_all),
-        num_active=torch.tensor(active_all),
-        num_triplets=torch.tensor(num_triplets),
+        num_active=torch.stack(active_all),
+        num_triplets=torch.tensor(num_triplets, device=device),
         dual=dual,
     )

@@ -80,10 +80,11 @@ def test_duplicate_and_zero_embeddings_have_finite_gradients(backend, normalize)
     labels[:3] = labels[0]
     out, grad = run(backend, x, labels, [0.2, 0.6], 8, normalize=normalize)
     assert torch.isfinite(out.loss) and torch.isfinite(grad).all()
-    same, _ = run(backend, torch.ones(6, 16), torch.tensor([0, 0, 0, 1, 1, 1]), [0.2, 0.6], 8,
-                  normalize=normalize)
+    same, same_grad = run(backend, torch.ones(6, 16), torch.tensor([0, 0, 0, 1, 1, 1]), [0.2, 0.6], 8,
+                          normalize=normalize)
     # All points coincide: every hinge equals τ, yet d = 0 gives no gradient.
     assert float(same.slice_losses[0]) == pytest.approx(0.2) and float(same.slice_losses[1]) == pytest.approx(0.6)
+    assert same_grad.shape == (6, 16) and torch.count_nonzero(same_grad) == 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -111,8 +112,47 @@ def test_ties_go_to_the_lowest_index(backend):
 def test_backends_agree_on_paper_sized_slices(backend):
     """N = 7 slices of d = 256 (the paper's layer), margins 0.15…0.75, a batch of 96."""
     x, labels = random_case(8, 96, 7, 256, 7)
+    exact = {"precision": "tf32x3"} if backend == "triton" else {}  # exact indices need exact mining
     check_against_reference(backend, x, labels, threshold_range(), 256, dual=True, normalize=True,
-                            grad_scale=1.3, exact_indices=True)
+                            grad_scale=1.3, exact_indices=True, **exact)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_norm_features_keep_their_nearest_negative(backend):
+    """Gram-expansion cancellation, unnormalised: in 1-D, 512695, 512700 (class 0) and 512696,
+    512804 (class 1), τ = 0.15. Anchor 0's hardest negative is at distance 1, not 109; the
+    float64 loss is (4.15 + 1.15 + 1.15 + 4.15 + 107.15 + 0 + 4.15 + 104.15) / 8 · 0.5 = 14.128125."""
+    x = torch.tensor([[512695.0], [512700.0], [512696.0], [512804.0]])
+    out, _ = run(backend, x, torch.tensor([0, 0, 1, 1]), [0.15], 1, normalize=False)
+    assert out.neg_idx.tolist() == [[2, 2, 0, 1]] and out.pos_idx.tolist() == [[1, 0, 3, 2]]
+    assert float(out.loss.detach()) == pytest.approx(14.128125, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_clustered_features_mined_like_float64(backend, normalize):
+    """16-d features of norm ~100 spread by 0.02: hardest within the fp32 slack of the centred
+    slice (without centring, the Gram expansion's error, ~1e-3 on squared distances ~1e-2, is not)."""
+    gen = torch.Generator().manual_seed(19)
+    centre = torch.randn(16, generator=gen, dtype=torch.float64)
+    x = (100 * centre / centre.norm() + 0.02 * torch.randn(64, 16, generator=gen, dtype=torch.float64)).float()
+    labels = torch.randint(0, 4, (64,), generator=gen)
+    check_against_reference(backend, x, labels, [0.01], 16, dual=True, normalize=normalize, precision="tf32x3",
+                            loss_rtol=1e-4, grad_rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reference_computes_half_precision_in_float64(dtype):
+    """The oracle accepts fp16/bf16 on the CPU (cdist has no half kernel there) and returns
+    the float64 value of the rounded input, on the input's device; the torch backend agrees."""
+    x, labels = random_case(20, 30, 2, 12, 3)
+    half = x.to(dtype)
+    got = multi_threshold_triplet_loss(half, labels, [0.3, 0.6], 12, backend="reference")
+    exact = multi_threshold_triplet_loss(half.double(), labels, [0.3, 0.6], 12, backend="reference")
+    assert got.loss.dtype == torch.float64 and float(got.loss) == float(exact.loss)
+    assert got.num_active.device == half.device and got.num_triplets.device == half.device
+    fast = multi_threshold_triplet_loss(half, labels, [0.3, 0.6], 12, backend="torch")
+    assert float(fast.loss) == pytest.approx(float(got.loss), rel=1e-5)
 
 
 @pytest.mark.parametrize(

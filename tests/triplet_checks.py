@@ -28,6 +28,27 @@ def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize:
     return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
 
 
+# Unit roundoff of each mining precision (the Triton backend's ``precision``; None: an fp32
+# Gram matrix, as the torch backend mines).
+UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8, "tf32x3": 2.0**-21, None: 2.0**-24}
+
+
+def mining_tolerance(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool, precision: str | None) -> torch.Tensor:
+    """(N, 1) slack on squared distances within which mining may rank two candidates either way.
+
+    Backends mine on the Gram expansion of the slice centred on its batch mean, y = x̂ − c:
+    a score ‖y_b‖² − 2·y_a·y_b carries an error of at most about (2u + d·2⁻²⁴)·2·R² (operand
+    rounding plus fp32 accumulation over d terms), R the largest ‖y‖; two scores compared: twice that.
+    """
+    y = x.detach().double().reshape(x.shape[0], num_slices, slice_dim).transpose(0, 1)
+    if normalize:
+        y = torch.nn.functional.normalize(y, dim=2, eps=NORMALIZE_EPS)
+    y = y - y.mean(1, keepdim=True)
+    radius_sq = (y * y).sum(2).amax(1, keepdim=True)
+    per_score = (2 * UNIT_ROUNDOFF[precision] + slice_dim * 2.0**-24) * 2 * radius_sq
+    return 2 * per_score + 1e-12
+
+
 def min_hinge_gap(dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margins, dual: bool) -> float:
     """Smallest |pre-activation| over all hinge terms: how close the case is to a kink."""
     valid = pos >= 0
@@ -59,14 +80,14 @@ def check_against_reference(
     exact_indices: bool = False,
     loss_rtol: float = 1e-5,
     grad_rtol: float = 1e-4,
-    mining_atol: float = 1e-4,
     kink_tol: float = 1e-5,
     **kwargs,
 ):
     """Assert a backend equals the float64 reference on loss, triplets and gradient.
 
-    The mined triplets must be valid and hardest up to `mining_atol` in distance (equal
-    indices when `exact_indices`); loss and gradient (of grad_scale·loss, i.e. with
+    The mined triplets must be valid and hardest up to the mining precision's slack on
+    squared distances (mining_tolerance; equal indices when `exact_indices`); loss and
+    gradient (of grad_scale·loss, i.e. with
     grad_output ≠ 1) are compared with the reference evaluated at the backend's triplets,
     so near-ties that fp32 mining may break either way do not make the test flaky.
     Where a hinge term lies within `kink_tol` of its kink, fp32 and float64 may disagree on
@@ -102,13 +123,15 @@ def check_against_reference(
         a = torch.arange(x.shape[0]).expand_as(pos)[valid]
         assert (lab[pos[valid]] == lab[a]).all() and (pos[valid] != a).all()
         assert (lab[neg[valid]] != lab[a]).all()
-        dist = slice_distances(x, num_slices, slice_dim, normalize)
-        chosen_p = dist.gather(2, pos.clamp_min(0)[..., None])[..., 0][valid]
-        best_p = dist.gather(2, mined.pos_idx.clamp_min(0)[..., None])[..., 0][valid]
-        chosen_n = dist.gather(2, neg.clamp_min(0)[..., None])[..., 0][valid]
-        best_n = dist.gather(2, mined.neg_idx.clamp_min(0)[..., None])[..., 0][valid]
-        assert (chosen_p >= best_p - mining_atol).all(), "a positive that is not the hardest"
-        assert (chosen_n <= best_n + mining_atol).all(), "a negative that is not the hardest"
+        sq = slice_distances(x, num_slices, slice_dim, normalize) ** 2
+        tol = mining_tolerance(x, num_slices, slice_dim, normalize,
+                               kwargs.get("precision", "tf32") if backend == "triton" else None).expand_as(pos)[valid]
+        chosen_p = sq.gather(2, pos.clamp_min(0)[..., None])[..., 0][valid]
+        best_p = sq.gather(2, mined.pos_idx.clamp_min(0)[..., None])[..., 0][valid]
+        chosen_n = sq.gather(2, neg.clamp_min(0)[..., None])[..., 0][valid]
+        best_n = sq.gather(2, mined.neg_idx.clamp_min(0)[..., None])[..., 0][valid]
+        assert (chosen_p >= best_p - tol).all(), "a positive that is not the hardest"
+        assert (chosen_n <= best_n + tol).all(), "a negative that is not the hardest"
 
     # Loss and gradient at the backend's triplets.
     ref = reference_triplet_loss(x64, labels, tau, slice_dim, indices=(pos, neg), **ref_args)

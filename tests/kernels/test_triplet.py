@@ -1,13 +1,18 @@
 """The fused Triton kernels against the float64 reference.
 
 Without a GPU they run in Triton's interpreter (tests/conftest.py), which is slow: these
-cases are small, yet cross tile boundaries (64 anchors, 32 columns, 16 dims per step).
+cases are small, yet cross tile boundaries (128 anchors and columns, 32 or 64 dims per
+mining step, 32 rows in the pre-pass, hinge and backward). The interpreter computes tl.dot
+exactly in fp32, whatever the precision: on a GPU, the checks' mining slack is the one of
+the precision asked for (triplet_checks.mining_tolerance).
 """
 import pytest
 import torch
 from hypothesis import given, settings
 from test_backend_torch import loss_cases
 from triplet_checks import check_against_reference, random_case
+
+from muldml.losses import multi_threshold_triplet_loss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -28,10 +33,11 @@ def test_matches_reference_property(case):
 @pytest.mark.parametrize("batch,num_slices,slice_dim", [(130, 2, 45), (64, 3, 32), (17, 7, 100), (200, 1, 257)])
 @pytest.mark.parametrize("dual", [True, False])
 def test_exact_indices_on_separated_inputs(batch, num_slices, slice_dim, dual):
-    """Mined indices equal the reference's where no two candidates are near-tied."""
+    """Exact mining (tf32x3): indices equal the reference's where no two candidates are near-tied."""
     x, labels = random_case(batch * num_slices, batch, num_slices, slice_dim, 5)
     check_against_reference("triton", *on_device(x, labels), [0.15 + 0.1 * i for i in range(num_slices)],
-                            slice_dim, dual=dual, normalize=True, grad_scale=0.5, exact_indices=True)
+                            slice_dim, dual=dual, normalize=True, grad_scale=0.5, exact_indices=True,
+                            precision="tf32x3")
 
 
 @pytest.mark.parametrize("dtype,grad_rtol", [(torch.float16, 1e-2), (torch.bfloat16, 2e-2)])
@@ -54,11 +60,49 @@ def test_non_contiguous_input():
                             normalize=False)
 
 
-def test_tf32_mining_keeps_exact_hinge():
-    """tf32 only ranks candidates; the loss is formed from exact distances of valid triplets."""
-    x, labels = random_case(13, 80, 2, 48, 5)
-    check_against_reference("triton", *on_device(x, labels), [0.3, 0.7], 48, dual=True, normalize=True,
-                            precision="tf32", mining_atol=5e-3)
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_every_mining_precision_keeps_exact_hinge(precision, normalize):
+    """Mining precision only ranks candidates (within its slack); the loss is formed from
+    exact distances of valid triplets. 300 rows: three column splits of 128 and a ragged tail."""
+    x, labels = random_case(13, 300, 2, 48, 5)
+    check_against_reference("triton", *on_device(x, labels), [0.3, 0.7], 48, dual=True, normalize=normalize,
+                            precision=precision, grad_scale=-1.5)
+
+
+@pytest.mark.parametrize("splits", [1, 2, 3, 5])
+def test_column_splits_merge_to_the_same_triplets(splits, monkeypatch):
+    """Splitting the columns over programs (small batches on a large GPU) changes nothing,
+    ties included: coincident points in different splits go to the lowest index."""
+    from muldml.kernels import triplet
+
+    x, labels = random_case(16, 400, 1, 16, 4)
+    x[[10, 200, 390]] = x[5].clone()  # anchor 5's coincident positives and negatives, across splits
+    labels[[10, 390]] = int(labels[5])
+    labels[200] = int(labels[5]) + 1
+    monkeypatch.setattr(triplet, "column_splits", lambda *args, **kwargs: splits)
+    out = check_against_reference("triton", *on_device(x, labels), [0.4], 16, dual=True, normalize=True,
+                                  exact_indices=True, precision="tf32x3")
+    assert int(out.neg_idx[0, 5]) == 200 and int(out.neg_idx[0, 10]) == 200
+
+
+def test_second_derivative_raises():
+    """The kernel's backward is not differentiable: create_graph=True must not give a silent zero."""
+    x, labels = random_case(17, 40, 2, 8, 3)
+    x = x.to(DEVICE).requires_grad_(True)
+    out = multi_threshold_triplet_loss(x, labels.to(DEVICE), [0.2, 0.4], 8, backend="triton")
+    with pytest.raises(RuntimeError, match="create_graph"):
+        torch.autograd.grad(out.loss, x, create_graph=True)
+
+
+def test_non_finite_input_gives_nan_without_check():
+    """With the host-synchronising check off (the GPU default), NaN/Inf make the loss NaN."""
+    x, labels = random_case(18, 40, 2, 8, 3)
+    for bad in (float("nan"), float("inf")):
+        x[3, 5] = bad
+        out = multi_threshold_triplet_loss(x.to(DEVICE), labels.to(DEVICE), [0.2, 0.4], 8, backend="triton",
+                                           check_finite=False)
+        assert torch.isnan(out.loss)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
