@@ -200,8 +200,8 @@ def prepare(
         from muldml.data.faces import FaceDetector
 
         detector = FaceDetector(device)
-    seen = {row["sha1"]: key for key, rows in done.items() for row in rows if row["sha1"]}
-    outputs = _Outputs(row for rows in done.values() for row in rows)
+    run = _Run(out, size, detect, rotations, summary, _Outputs(row for rows in done.values() for row in rows),
+               seen={row["sha1"]: key for key, rows in done.items() for row in rows if row["sha1"]})
     bar = tqdm(total=len(source.items), initial=len(source.items) - len(todo), disable=not progress,
                desc=f"prepare {source.name}", unit="img")
     with open(log_path, "a", newline="", encoding="utf-8") as log:
@@ -215,8 +215,7 @@ def prepare(
             images = [img for _, img, _, _ in opened if img is not None]
             found = iter(detector.detect_faces(images) if detector and images else [None] * len(images))
             for item, img, notes, error in opened:
-                rows = _process(item, img, notes, error, next(found) if img is not None else None,
-                                out, size, detect, rotations, seen, outputs, summary)
+                rows = _process(run, item, img, notes, error, next(found) if img is not None else None)
                 writer.writerows([[row[c] for c in MANIFEST_COLUMNS] for row in rows])
                 log.flush()
                 manifest[item.key] = rows
@@ -244,11 +243,26 @@ def _redo_shared_outputs(out: Path, done: dict[str, list[dict]], summary: Summar
         summary.warnings["written to a file shared with another source by an earlier run, prepared again"] += len(redo)
 
 
-def _process(item, img, notes, error, found, out, size, detect, rotations, seen, outputs, summary) -> list[dict]:
+@dataclass
+class _Run:
+    """What every source image of one prepare run shares."""
+
+    out: Path
+    size: int
+    detect: bool
+    rotations: Sequence[int]
+    summary: Summary
+    outputs: _Outputs
+    seen: dict[str, str]  # sha1 of pixels → the source key that first had them
+
+
+def _process(run: _Run, item: RawItem, img: Image.Image | None, notes: list[str], error: str, found) -> list[dict]:
     """Write one source image's outputs; returns its manifest rows. `found`: its `ImageFaces`,
     None without detection. A failure on this image (reading, detection, cropping) skips it,
     counted and with its reason; it never stops the run."""
     from muldml.data.faces import MIN_FACE_SIZE, align_face, center_square
+
+    out, size, summary, seen = run.out, run.size, run.summary, run.seen
 
     base = {"label": item.label or "", "subject": item.subject or "", "split": item.split or "",
             "source": item.key, "rotation": "", "probability": "", "path": "", "sha1": ""}
@@ -273,12 +287,12 @@ def _process(item, img, notes, error, found, out, size, detect, rotations, seen,
         base["probability"] = f"{detection.probability:.4f}"
     else:
         face = lambda angle: center_square(img, size, angle)  # noqa: E731
-        if detect:
+        if run.detect:
             status = "no_face"
             summary.warnings["no face found, centred crop used"] += 1
             if min(img.size) < MIN_FACE_SIZE:
                 notes = notes + [f"smaller than the smallest face MTCNN finds ({MIN_FACE_SIZE} px)"]
-    angles = _angles(item, rotations)
+    angles = _angles(item, run.rotations)
     try:
         crops = [face(angle) for angle in angles]
     except Exception as e:  # degenerate landmarks, a decoder error surfacing late …
@@ -289,7 +303,7 @@ def _process(item, img, notes, error, found, out, size, detect, rotations, seen,
     if min(img.size) < size:
         summary.warnings["smaller than the output size, upscaled"] += 1
     rows = []
-    for angle, crop, rel in zip(angles, crops, outputs.paths(item, angles, summary)):
+    for angle, crop, rel in zip(angles, crops, run.outputs.paths(item, angles, summary)):
         (out / item.label).mkdir(exist_ok=True)
         atomic.save_png(out / rel, crop)
         summary.images_written += 1

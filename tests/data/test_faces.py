@@ -96,3 +96,32 @@ def test_aligned_face_keeps_the_scale_when_rotating(angle):
     upright = align_face(img, landmarks, 100)
     turned = align_face(img, landmarks, 100, rotation=angle)
     assert abs(_white_area(turned) / _white_area(upright) - 1) < 0.03
+
+
+def test_detection_takes_any_image_mode_and_isolates_failures(detector, astronaut):
+    # A grey photo beside colour ones (MTCNN itself needs 3 channels), a photo too small for
+    # any face, and one that makes MTCNN raise: each gets its own answer.
+    grey = astronaut.convert("L")
+    tiny = astronaut.resize((18, 18))
+    results = detector.detect_faces([grey, tiny, astronaut])
+    assert results[0].best is not None and results[0].best.probability > 0.99 and results[0].error is None
+    assert results[1].faces == () and results[1].error is None
+    assert results[2].best is not None
+    assert all(a.probability >= b.probability for a, b in zip(results[2].faces, results[2].faces[1:]))
+
+    broken = FaceDetector.__new__(FaceDetector)  # MTCNN stand-in that raises on a red image
+    broken.min_face_size = detector.min_face_size
+    calls = []
+
+    def detect(batch, landmarks):
+        calls.append(len(batch))
+        if any(img.size == (100, 100) and img.getpixel((0, 0)) == (255, 0, 0) for img in batch):
+            raise ValueError("bad image")
+        return detector.mtcnn.detect(batch, landmarks=landmarks)
+
+    broken.mtcnn = type("M", (), {"detect": staticmethod(detect)})()
+    red = Image.new("RGB", (100, 100), (255, 0, 0))
+    plain = Image.new("RGB", (100, 100), (90, 90, 90))
+    out = broken.detect_faces([red, plain])
+    assert out[0].error == "face detection failed: ValueError: bad image" and out[1].error is None
+    assert calls == [2, 1, 1]  # the batch, then each image alone
