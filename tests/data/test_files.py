@@ -16,7 +16,7 @@ def test_image_suffixes_are_the_formats_pillow_decodes():
     Image.init()
     for suffix in (".jfif", ".jpe", ".jpg", ".JPEG", ".png", ".gif", ".tga", ".tif", ".webp", ".bmp", ".pgm"):
         assert is_image_file(f"a{suffix}"), suffix
-    for suffix in (".txt", ".csv", ".heic", ".mpg", ".h5", ".pdf", ""):
+    for suffix in (".txt", ".csv", ".svg", ".mpg", ".h5", ".pdf", ""):
         assert not is_image_file(f"a{suffix}"), suffix
     assert all(Image.registered_extensions()[s] in Image.OPEN for s in IMAGE_SUFFIXES)
 

@@ -32,14 +32,14 @@ def test_folder_reads_every_format_pillow_decodes_and_counts_other_files(tmp_pat
     folder(tmp_path)
     face(24).save(tmp_path / "Happy" / "P03_1.jfif", format="JPEG")  # a JPEG by another name
     face(24).save(tmp_path / "Happy" / "P04_1.gif", format="GIF")
-    (tmp_path / "Happy" / "P05_1.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # no decoder for it here
+    (tmp_path / "Happy" / "P05_1.svg").write_text("<svg/>")  # vector: Pillow has no decoder
     (tmp_path / "Happy" / "notes").write_text("no extension")
     data = load_source("folder", tmp_path, subject_regex=r"^(P\d+)_")
     items = by_key(data)
     assert items["Happy/P03_1.jfif"].label == "happiness" and items["Happy/P04_1.gif"].label == "happiness"
     assert size_of(items["Happy/P03_1.jfif"]) == (24, 24)
-    assert items["Happy/P05_1.heic"].label is None and ".heic" in items["Happy/P05_1.heic"].skip_reason
+    assert items["Happy/P05_1.svg"].label is None and ".svg" in items["Happy/P05_1.svg"].skip_reason
     assert items["Happy/notes"].label is None and "no extension" in items["Happy/notes"].skip_reason
     with pytest.raises(ValueError):
-        items["Happy/P05_1.heic"].load()
+        items["Happy/P05_1.svg"].load()
     assert len(data.items) == 8
