@@ -58,8 +58,9 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
                      f"{len(ctx.protocol.folds) * len(ctx.seeds)} run(s) (folds × seeds), and accuracy is the "
                      "final epoch's on the test images: no epoch, threshold or setting is chosen on them.")
     if ctx.quick:
-        report.paragraph("**Quick mode**: tiny images, one epoch and two folds, to check the pipeline end to end. "
-                         "These numbers say nothing about the method; run without --quick for results.")
+        report.paragraph(f"**Quick mode** ({len(ctx.protocol.folds)} fold(s), settings below): tiny images and one "
+                         "epoch, to check the pipeline end to end. These numbers say nothing about the method; "
+                         "run without --quick for results.")
     report.paragraph(f"Dataset for the paper's values: {ctx.dataset or 'not named (pass --dataset)'}.")
 
     tau_rows = _tau_star_rows(ctx) if any(c.uses_tau_star for c in study.cells) or study.selects_tau_star else []

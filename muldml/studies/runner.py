@@ -31,6 +31,7 @@ from muldml.data.folder import Sample, originals
 from muldml.data.splits import subject_holdout, subject_kfold
 from muldml.errors import UserError
 from muldml.studies.definitions import STUDIES, Cell, Study
+from muldml.training.checkpoint import CHECKPOINT
 
 RESULT = "result.json"
 STUDY_FILE = "study.json"
@@ -205,7 +206,7 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
     }
     atomic.write_json(out / RESULT, result)
     if not (ctx.keep_checkpoints or keep):
-        (out / "checkpoint.pt").unlink(missing_ok=True)
+        (out / CHECKPOINT).unlink(missing_ok=True)
     return result
 
 
@@ -217,8 +218,12 @@ def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int)
     if out in ctx.done:
         return ctx.done[out]
     result = read_result(out)
-    if result is None or (study.figure == "fig6" and not result.get("incomplete")):
-        if result is not None:  # trained by a study that did not track incomplete judgements
+    # A run trained for another study may lack what this one needs: the per-epoch rate of
+    # incomplete judgements (fig6) or its weights (fig7, after a quick run removed them).
+    lacking = result is not None and ((study.figure == "fig6" and not result.get("incomplete")) or
+                                      (study.keep_models and not (out / CHECKPOINT).is_file()))
+    if result is None or lacking:
+        if lacking:
             shutil.rmtree(out)
         result = train_and_test(ctx, cfg, fold, seed, out, track_incomplete=study.figure == "fig6",
                                 keep=study.keep_models)
