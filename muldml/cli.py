@@ -64,6 +64,9 @@ def add_run_options(parser: argparse.ArgumentParser, out_help: str, resume: bool
         parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
         parser.add_argument("--overwrite", action="store_true", help="replace a run already in the folder")
     parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
+    parser.add_argument("--image-level-split", action="store_true",
+                        help="allow splitting images without a subject id image by image (the same people may "
+                             "then be on both sides; the report says so)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(parser)
     add_runtime_options(parser)
@@ -94,7 +97,7 @@ def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | 
     return scan_folder(data, classes, subject_regex)
 
 
-def split_train_val(samples, cfg: Config):
+def split_train_val(samples, cfg: Config, image_level: bool = False):
     """Official split from the manifest when present (validation: its val images only; the
     test images are kept for `evaluate --split test`), else a subject-independent hold-out."""
     from muldml.data.folder import originals
@@ -108,8 +111,19 @@ def split_train_val(samples, cfg: Config):
             print("official split without val images: no validation during training; "
                   "report the test images with `muldml evaluate --split test`")
         return train, originals(val)
-    train_idx, val_idx = subject_holdout(samples, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = subject_holdout(samples, cfg.val_fraction, cfg.seed, allow_image_level=image_level)
     return [samples[i] for i in train_idx], originals([samples[i] for i in val_idx])
+
+
+def image_level_note(samples, image_level: bool) -> str | None:
+    """The sentence reports carry when images without a subject were split image by image."""
+    from muldml.data.splits import without_subject
+
+    missing = without_subject(samples)
+    if not (image_level and missing):
+        return None
+    return (f"Image-level split (--image-level-split): {missing} of {len(samples)} images have no subject, so the "
+            "same people may appear on both sides of the split; accuracy may be optimistic.")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -120,13 +134,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     runtime = runtime_from_args(args)
     samples, classes = load_samples(args.data, args.subject_regex)
     cfg.classes = classes
-    train_samples, val_samples = split_train_val(samples, cfg)
+    train_samples, val_samples = split_train_val(samples, cfg, args.image_level_split)
+    note = image_level_note(samples, args.image_level_split)
     print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
           f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
+    if note:
+        print(note)
     state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,
                 progress=not args.quiet)
     if val_samples:
-        result = evaluate(state, val_samples, args.out, device=runtime.device, title=f"{cfg.preset} on {args.data}")
+        result = evaluate(state, val_samples, args.out, device=runtime.device, title=f"{cfg.preset} on {args.data}",
+                          note=note)
         print(f"{cfg.preset}: validation accuracy {100 * result.metrics['accuracy']:.2f}%  ({result.report})")
     return 0
 
@@ -179,7 +197,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     runtime = runtime_from_args(args)
     samples, classes = load_samples(args.data, args.subject_regex)
     cfg.classes = classes
-    summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime)
+    summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime,
+                             image_level=args.image_level_split)
     print(f"{cfg.preset}: {args.folds}-fold accuracy {100 * summary['accuracy_mean']:.2f} ± "
           f"{100 * summary['accuracy_std']:.2f}%  ({Path(args.out) / 'report.md'})")
     return 0

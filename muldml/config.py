@@ -219,9 +219,19 @@ def validate(settings: Config | Runtime) -> None:
             if not math.isfinite(value) or value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
                 interval = f"{'[' if low_ok else '('}{low:g}, {'∞)' if high == math.inf else f'{high:g}' + (']' if high_ok else ')')}"
                 raise UserError(f"{f.name} must be in {interval}, got {value!r}")
+    if isinstance(settings, Runtime) and settings.device != "auto":
+        import torch
+
+        try:
+            torch.device(settings.device)
+        except RuntimeError:
+            raise UserError(f"device must be auto, cpu, cuda or cuda:N; got {settings.device!r}") from None
     if isinstance(settings, Config):
         if settings.tau_max < settings.tau_min:
             raise UserError(f"tau_max ({settings.tau_max}) must be >= tau_min ({settings.tau_min})")
+        if settings.sampler == "pk" and (settings.batch_size % settings.pk_samples or settings.batch_size < 2 * settings.pk_samples):
+            raise UserError(f"sampler pk needs batch_size = P·pk_samples with P >= 2; got batch_size {settings.batch_size}, "
+                            f"pk_samples {settings.pk_samples}")
         if settings.crop is not None and settings.crop > settings.image_size:
             raise UserError(f"crop ({settings.crop}) must not exceed image_size ({settings.image_size})")
 

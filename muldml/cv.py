@@ -16,7 +16,7 @@ import numpy as np
 from muldml import io as atomic
 from muldml.config import Config, Runtime
 from muldml.data.folder import Sample, originals
-from muldml.data.splits import subject_kfold
+from muldml.data.splits import subject_kfold, without_subject
 from muldml.evaluate import compute_metrics, evaluate
 from muldml.plots import plot_confusion
 from muldml.report import Report
@@ -24,11 +24,18 @@ from muldml.training import fit
 
 
 def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, folds: int = 10,
-                   progress: bool = True, runtime: Runtime | None = None) -> dict:
-    """Train and evaluate every fold into out/fold-XX; write out/cv.json and out/report.md."""
+                   progress: bool = True, runtime: Runtime | None = None, image_level: bool = False) -> dict:
+    """Train and evaluate every fold into out/fold-XX; write out/cv.json and out/report.md.
+
+    image_level: allow folds by image for samples without a subject (see subject_kfold);
+    the report then says so. Raises UserError when the samples cannot make the folds.
+    """
     out = Path(out)
     runtime = runtime or Runtime()
-    test_folds = subject_kfold(samples, folds, cfg.seed)
+    test_folds = subject_kfold(samples, folds, cfg.seed, allow_image_level=image_level)
+    missing = without_subject(samples) if image_level else 0
+    note = (f"Image-level folds: {missing} of {len(samples)} images have no subject, so the same people may appear "
+            "in training and test folds; accuracy may be optimistic.") if missing else None
     per_fold = []
     for k, test_idx in enumerate(test_folds, start=1):
         fold_dir = out / f"fold-{k:02d}"
@@ -40,7 +47,7 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
             continue
         state = fit(cfg, train_samples, test_samples, fold_dir, runtime, resume=True, progress=progress)
         metrics = evaluate(state, test_samples, fold_dir, device=runtime.device,
-                           title=f"{cfg.preset}, fold {k} of {folds}").metrics
+                           title=f"{cfg.preset}, fold {k} of {folds}", note=note).metrics
         per_fold.append(metrics)
         print(f"fold {k}/{folds}: accuracy {100 * metrics['accuracy']:.2f}% on {len(test_samples)} images")
 
@@ -55,7 +62,9 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
     atomic.write_json(out / "cv.json", summary)
     plot_confusion(confusion, cfg.classes, out / "confusion.png",
                    f"{cfg.preset}, {folds}-fold: {100 * summary['accuracy_mean']:.1f} ± {100 * summary['accuracy_std']:.1f}%")
-    report = Report(f"{cfg.preset}: {folds}-fold subject-independent cross-validation")
+    report = Report(f"{cfg.preset}: {folds}-fold {'image-level' if note else 'subject-independent'} cross-validation")
+    if note:
+        report.paragraph(f"**{note}**")
     report.paragraph(f"Accuracy {100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_std']:.2f}% "
                      "(mean ± std over folds)")
     report.table(["fold", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(accuracies, start=1)])

@@ -40,12 +40,14 @@ class Evaluation:
 
 def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config], samples: Sequence[Sample],
              out: str | Path | None = None, *, device: str | torch.device = "auto", title: str | None = None,
-             history: Sequence[dict] | None = None, num_workers: int = 0, progress: bool = False) -> Evaluation:
+             history: Sequence[dict] | None = None, note: str | None = None, num_workers: int = 0,
+             progress: bool = False) -> Evaluation:
     """Evaluate a checkpoint (file, run folder, loaded state) or a (model, config) pair on
     `samples` (centre crop), and write a report into `out` when given.
 
     device: where to run ("auto", "cpu", "cuda:N"); nothing device-specific comes from the
     checkpoint. history: curves for the report; default the checkpoint's training history.
+    note: a caveat printed in bold at the top of the report (e.g. an image-level split).
     Raises UserError for unreadable checkpoints or unavailable devices.
     """
     from muldml.training import load_checkpoint, model_from_checkpoint, resolve_device
@@ -59,7 +61,7 @@ def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config],
     device = device if isinstance(device, torch.device) else resolve_device(device)
     predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers)
     metrics = compute_metrics([s.label for s in samples], predictions, cfg.classes)
-    report = write_report(out, cfg, metrics, history, title) if out is not None else None
+    report = write_report(out, cfg, metrics, history, title, note) if out is not None else None
     return Evaluation(metrics, predictions, cfg, report)
 
 
@@ -99,7 +101,7 @@ def _confusion_csv(metrics: dict) -> str:
 
 
 def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[dict] | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, note: str | None = None) -> Path:
     """Write metrics, confusion matrix, plots and report.md into `out`; returns report.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +110,8 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     plot_confusion(np.array(metrics["confusion"]), metrics["classes"], out / "confusion.png",
                    f"{cfg.preset}: accuracy {100 * metrics['accuracy']:.1f}%")
     report = Report(title or f"{cfg.preset} evaluation")
+    if note:
+        report.paragraph(f"**{note}**")
     report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.")
     report.table(["class", "recall"], [[c, "—" if r is None else f"{100 * r:.1f}%"]
                                        for c, r in metrics["per_class_recall"].items()])

@@ -32,7 +32,7 @@ def test_config_file_then_command_line_overrides(data, tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"preset": "mul-dml-same", "tau_star": 0.65, "epochs": 5}))
     run = tmp_path / "run"
     assert main(["train", "--config", str(tmp_path / "c.json"), "--data", str(data), "--out", str(run),
-                 *SMALL, "--epochs", "1"]) == 0
+                 "--subject-regex", r"^(S\d+)_", *SMALL, "--epochs", "1"]) == 0
     cfg = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
     assert cfg["preset"] == "mul-dml-same" and cfg["tau_star"] == 0.65 and cfg["epochs"] == 1
 
@@ -55,6 +55,17 @@ def test_bad_input_one_line_and_exit_2(data, tmp_path, capsys):
     (tmp_path / "trunc").mkdir()
     (tmp_path / "trunc" / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     cases.append((["evaluate", "--checkpoint", str(tmp_path / "trunc"), "--data", str(data)], "unreadable"))
+    # Settings outside their range or choices: one line from the one validation.
+    run = ["train", "--data", str(data), "--out", str(tmp_path / "r")]
+    cases += [
+        ([*run, "--tau-star", "-0.1"], "tau_star must be in [0, ∞)"),
+        ([*run, "--backend", "nope"], "backend must be one of auto, torch, triton, reference"),
+        ([*run, "--dropout", "1.5"], "dropout must be in [0, 1)"),
+        ([*run, "--pk-samples", "0"], "pk_samples must be in [2, ∞)"),
+        ([*run, "--sampler", "pk", "--batch-size", "10"], "batch_size = P·pk_samples"),
+        ([*run, "--num-workers", "-1"], "num_workers must be in [0, ∞)"),
+        ([*run, "--device", "tpu7"], "device"),
+    ]
     for argv, message in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
@@ -62,3 +73,49 @@ def test_bad_input_one_line_and_exit_2(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--preset", "nope", "--data", str(data), "--out", str(tmp_path / "r")])
     assert exit_info.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def with_split(root, splits):
+    """A manifest giving each subject an official split (S000 → splits[0], …)."""
+    rows = ["path,label,subject,split"]
+    for f in sorted(root.rglob("*.png")):
+        subject = int(f.name[1:4])
+        rows.append(f"{f.relative_to(root).as_posix()},{f.parent.name},S{subject},{splits[subject]}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_official_split_validates_on_val_only_and_test_is_evaluated_apart(tmp_path, capsys):
+    data = with_split(make_image_folder(tmp_path / "faces", subjects=4, per_subject=1),
+                      ["train", "train", "val", "test"])
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *SMALL, "--epochs", "1"]) == 0
+    assert "6 training / 3 validation images" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["num_samples"] == 3  # val only, not val ∪ test
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--split", "test", "--quiet",
+                 "--out", str(tmp_path / "test")]) == 0
+    assert json.loads((tmp_path / "test" / "metrics.json").read_text())["num_samples"] == 3
+
+
+def test_train_refuses_an_existing_run_unless_resume_or_overwrite(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--subject-regex", r"^(S\d+)_", *SMALL, "--epochs", "1"]
+    assert main(argv) == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a run" in err and len(err.splitlines()) == 1
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert main([*argv, "--overwrite", "--seed", "5"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["config"]["seed"] == 5
+
+
+def test_images_without_subject_need_an_explicit_image_level_split(data, tmp_path, capsys):
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), *SMALL, "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--subject-regex" in err and "--image-level-split" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--image-level-split"]) == 0
+    assert "Image-level split" in capsys.readouterr().out
+    assert "Image-level split" in (tmp_path / "run" / "report.md").read_text()

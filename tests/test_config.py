@@ -50,3 +50,31 @@ def test_config_files_json_and_yaml(tmp_path):
     assert read_config_file(tmp_path / "c.yaml") == {"lr": 0.001, "tau_star": 0.65}
     assert preset_config("mul-dml-same", **read_config_file(tmp_path / "c.yaml")).margins == [0.65] * 7
     assert read_config_file(tmp_path / "c.json") == {"epochs": 3}
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("tau_star", -0.1, "tau_star must be in [0, ∞)"),
+    ("backend", "cuda-fast", "backend must be one of"),
+    ("dropout", 1.5, "dropout must be in [0, 1)"),
+    ("pk_samples", 0, "pk_samples must be in [2, ∞)"),
+    ("lr", "fast", "lr must be a number"),
+    ("dual", "yes", "dual must be true or false"),
+    ("epochs", 2.5, "epochs must be an integer"),
+    ("classifier_input", "both", "classifier_input must be one of raw, normalized"),
+    ("val_fraction", 1.0, "val_fraction must be in (0, 1)"),
+    ("crop", 100, "crop (100) must not exceed image_size"),
+])
+def test_every_setting_is_validated_in_one_place(setting, value, message):
+    with pytest.raises(UserError) as info:
+        preset_config("mul-dml", **{setting: value})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_runtime_settings_are_validated():
+    from muldml.config import Runtime
+
+    with pytest.raises(UserError, match="num_workers must be in"):
+        Runtime(num_workers=-2).validate()
+    with pytest.raises(UserError, match="device must be"):
+        Runtime(device="gpu0").validate()
+    assert Runtime(num_workers=None).workers >= 1

@@ -21,7 +21,7 @@ def test_pretrain_writes_a_backbone_that_init_accepts(tmp_path, capsys):
     # And --init on the command line trains from it.
     run = tmp_path / "run"
     assert main(["train", "--preset", "mul-dml", "--data", str(data), "--out", str(run), "--init", str(out / "backbone.pt"),
-                 "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--slice-dim", "8", "--quiet"]) == 0
+                 "--subject-regex", r"^(S\d+)_", "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--slice-dim", "8", "--quiet"]) == 0
     assert "missing key(s)" in capsys.readouterr().out
 
 

@@ -22,19 +22,26 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Meter:
-    """Sums over an epoch of the quantities logged per epoch."""
+    """Sums over an epoch of the quantities logged per epoch.
+
+    Per-slice triplet losses are means over the epoch's triplets: each batch's loss_i is
+    weighted by its K (anchors with a positive and a negative), so batches without a
+    triplet do not pull the mean towards 0. The active fraction is active hinge terms
+    over all hinge terms of the epoch.
+    """
 
     num_slices: int
     samples: int = 0
     correct: int = 0
     ce: float = 0.0
-    batches: int = 0
+    triplets: int = 0  # Σ K over batches
+    terms: int = 0  # Σ hinge terms (K, or 2K for the dual loss)
     triplet: list[float] = field(default_factory=list)
-    active: list[float] = field(default_factory=list)
+    active: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.triplet = [0.0] * self.num_slices
-        self.active = [0.0] * self.num_slices
+        self.active = [0] * self.num_slices
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, ce: torch.Tensor,
             triplet: TripletLossOutput | None) -> None:
@@ -42,18 +49,20 @@ class Meter:
         self.correct += int((vote(logits.detach()) == labels).sum())
         self.ce += float(ce) * len(labels)
         if triplet is not None:
-            self.batches += 1
-            for i, (loss, active) in enumerate(zip(triplet.slice_losses.tolist(), triplet.active_fraction.tolist())):
-                self.triplet[i] += loss
+            k = int(triplet.num_triplets)
+            self.triplets += k
+            self.terms += k * (2 if triplet.dual else 1)
+            for i, (loss, active) in enumerate(zip(triplet.slice_losses.tolist(), triplet.num_active.tolist())):
+                self.triplet[i] += loss * k
                 self.active[i] += active
 
     def row(self, prefix: str) -> dict[str, float]:
         """Plain floats (checkpoints hold no numpy objects)."""
         n = max(self.samples, 1)
         row = {f"{prefix}_ce": self.ce / n, f"{prefix}_acc": self.correct / n}
-        for i in range(self.num_slices if self.batches else 0):
-            row[f"{prefix}_triplet_{i}"] = self.triplet[i] / self.batches
-            row[f"{prefix}_active_{i}"] = self.active[i] / self.batches
+        for i in range(self.num_slices):
+            row[f"{prefix}_triplet_{i}"] = self.triplet[i] / max(self.triplets, 1)
+            row[f"{prefix}_active_{i}"] = self.active[i] / max(self.terms, 1)
         return row
 
 

@@ -8,6 +8,7 @@ continues from the checkpoint and reaches the same final weights as an uninterru
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ def fit(
     out: str | Path,
     runtime: Runtime | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
@@ -96,12 +98,15 @@ def fit(
 
     runtime: device and loader settings (default: auto device, min(8, CPUs) workers).
     resume: continue from out/checkpoint.pt (its config must be the same run's, up to
-    RESUMABLE_CHANGES). stop_after: end after this epoch (an interruption, for tests).
+    RESUMABLE_CHANGES); without it, a folder that holds a checkpoint is refused unless
+    overwrite. stop_after: end after this epoch (an interruption, for tests).
     Returns the final checkpoint state (see checkpoint.py). Raises UserError for
-    unwritable folders, classes without samples and checkpoints that do not fit.
+    unwritable or occupied folders, classes without samples and checkpoints that do not fit.
     """
     runtime = runtime or Runtime()
     out = Path(out)
+    if (out / CHECKPOINT).exists() and not resume and not overwrite:
+        raise UserError(f"{out} already holds a run ({CHECKPOINT}); use --resume to continue it or --overwrite to replace it")
     check_writable(out)
     if not cfg.classes:
         raise UserError("the config names no classes")
@@ -144,6 +149,8 @@ def fit(
     bar = tqdm(total=max(0, last - start_epoch) * len(train_loader), disable=not progress,
                desc=f"{cfg.preset}", unit="batch", dynamic_ncols=True)
     state = None
+    if overwrite and not resuming:
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's curves
     board = tensorboard_writer(out)
     for epoch in range(start_epoch, last):
         bar.set_description(f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}")

@@ -4,12 +4,12 @@ import pytest
 import torch
 from fixtures import make_image_folder
 
-from muldml.config import preset_config
-from muldml.data.folder import scan_folder
+from muldml.config import Runtime, preset_config
+from muldml.data.augment import eval_transform
+from muldml.data.folder import FaceDataset, scan_folder
 from muldml.data.splits import subject_holdout
 from muldml.errors import UserError
-from muldml.config import Runtime
-from muldml.training import CHECKPOINT, HISTORY, fit, load_checkpoint
+from muldml.training import CHECKPOINT, HISTORY, build_triplet_loss, fit, load_checkpoint, model_from_checkpoint
 
 SMALL = dict(tau_min=0.15, tau_max=0.35, tau_step=0.1, slice_dim=8, batch_size=8, epochs=3, image_size=32,
              lr=1e-3, seed=3)
@@ -42,8 +42,18 @@ def test_history_logs_every_slice_and_checkpoint_is_complete(dataset, tmp_path):
     for split in ("train", "val"):
         for i in range(3):
             assert 0 <= float(rows[-1][f"{split}_active_{i}"]) <= 1
-            assert float(rows[0][f"{split}_triplet_{i}"]) >= 0
+    for i in range(3):  # the first epoch starts from random weights: margins are violated
+        assert float(rows[0][f"train_triplet_{i}"]) > 0 and float(rows[0][f"train_active_{i}"]) > 0
         assert 0 <= float(rows[-1][f"{split}_acc"]) <= 1
+    # The logged validation triplet losses are those of the saved model on the val images.
+    model, cfg = model_from_checkpoint(state)
+    images, labels = next(iter(torch.utils.data.DataLoader(
+        FaceDataset(val_s, eval_transform(cfg.image_size)), batch_size=len(val_s))))
+    loss = build_triplet_loss(cfg)
+    with torch.no_grad():
+        loss(model.eval()(images).embedding, labels)
+    for i, expected in enumerate(loss.last_output.slice_losses.tolist()):
+        assert float(rows[-1][f"val_triplet_{i}"]) == pytest.approx(expected, rel=1e-5, abs=1e-7)
     saved = load_checkpoint(tmp_path)
     assert {"model", "optimizer", "schedule", "rng", "epoch", "config", "history"} <= set(saved)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -51,10 +61,10 @@ def test_history_logs_every_slice_and_checkpoint_is_complete(dataset, tmp_path):
 
 def test_resume_after_interruption_gives_identical_weights(dataset, tmp_path):
     train_s, val_s, _ = dataset
-    whole = train(config(), train_s, val_s, tmp_path / "whole", progress=False)
-    first = train(config(), train_s, val_s, tmp_path / "cut", progress=False, stop_after=1)
+    whole = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "whole", progress=False)
+    first = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", progress=False, stop_after=1)
     assert first["epoch"] == 1
-    resumed = train(config(), train_s, val_s, tmp_path / "cut", resume=True, progress=False)
+    resumed = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", resume=True, progress=False)
     assert resumed["epoch"] == 3
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
@@ -87,3 +97,29 @@ def test_bad_runs_name_the_problem(dataset, tmp_path):
     blocker.write_text("")
     with pytest.raises(UserError, match="not writable"):
         train(config(), train_s, val_s, blocker / "run", progress=False)
+
+
+def test_existing_run_folder_is_not_overwritten(dataset, tmp_path):
+    train_s, val_s, _ = dataset
+    first = train(config(epochs=1), train_s, val_s, tmp_path, progress=False)
+    with pytest.raises(UserError, match="already holds a run.*--resume.*--overwrite"):
+        train(config(epochs=1, seed=4), train_s, val_s, tmp_path, progress=False)
+    assert torch.equal(load_checkpoint(tmp_path)["model"]["embedding.weight"], first["model"]["embedding.weight"])
+    replaced = train(config(epochs=1, seed=4), train_s, val_s, tmp_path, overwrite=True, progress=False)
+    assert load_checkpoint(tmp_path)["config"]["seed"] == 4 and replaced["epoch"] == 1
+
+
+def test_resume_with_more_epochs_keeps_the_cosine_schedule_falling(dataset, tmp_path):
+    train_s, val_s, _ = dataset
+    train(config(epochs=2, scheduler="cosine"), train_s, [], tmp_path, progress=False)
+    state = train(config(epochs=4, scheduler="cosine"), train_s, [], tmp_path, resume=True, progress=False)
+    lrs = [row["lr"] for row in state["history"]]
+    # Epochs 1-2 as planned for 2 epochs; then from the last rate down towards 0 at epoch 4.
+    assert lrs == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+    # Shortening re-plans as well: 4 → 3 epochs after 2 ends at a rate below the last one.
+    train(config(epochs=4, scheduler="cosine"), train_s, [], tmp_path / "s", stop_after=2, progress=False)
+    short = train(config(epochs=3, scheduler="cosine"), train_s, [], tmp_path / "s", resume=True, progress=False)
+    lrs = [row["lr"] for row in short["history"]]
+    assert len(lrs) == 3 and all(b <= a for a, b in zip(lrs, lrs[1:]))
+
