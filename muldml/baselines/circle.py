@@ -33,6 +33,9 @@ class CircleMetricLoss(nn.Module):
             raise UserError(f"circle loss needs 0 <= m <= 1, gamma > 0, lam >= 0; got m={m}, gamma={gamma}, lam={lam}")
         self.m, self.gamma, self.lam = float(m), float(gamma), float(lam)
         self.loss = CircleLoss(m=self.m, gamma=self.gamma)
+        # The training loop logs per-slice triplet diagnostics from these; a baseline has none.
+        self.num_slices = 0
+        self.last_output = None
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.lam * self.loss(embeddings.float(), labels)

@@ -71,6 +71,9 @@ class HISTLoss(nn.Module):
         self.raw_w1, self.raw_b1, self.raw_w2, self.raw_b2 = (nn.Parameter(p.detach() / HGNN_LR_SCALE) for layer in layers
                                                               for p in (layer.weight, layer.bias))
         self.last_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+        # The training loop logs per-slice triplet diagnostics from these; a baseline has none.
+        self.num_slices = 0
+        self.last_output = None
 
     @property
     def means(self) -> torch.Tensor:
