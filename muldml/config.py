@@ -13,6 +13,11 @@ network and one loss, never a separate code path:
     cnn-multask            7 × 256      —              —         one per slice, majority vote
     mul-dml-multask-same   7 × 256      τ* on all      Eq. 10    one per slice
     mul-dml-multask        N × 256      τ_min…τ_max    Eq. 10    one per slice
+    circle                 1 × 256      —              Circle loss (Sun et al.; m, γ)   one softmax
+    hist                   1 × 256      —              HIST loss (Lim et al.; τ, α, λ_s) one softmax
+
+circle and hist are the baselines of Tables V–VI: the S-Dual-Triplet network with another
+metric loss in place of the triplet loss (``metric_loss``), see muldml.baselines.
 
 τ* is the dataset's best single threshold (paper Table II: CK+ 0.45, MMI 0.45,
 SFEW 0.75, RAF-DB 0.65); N = (τ_max − τ_min)/δτ + 1 (0.15…0.75 by 0.1: N = 7).
@@ -48,8 +53,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cnn-multask": dict(num_slices=7, slice_dim=256, margin_mode="none", multitask=True),
     "mul-dml-multask-same": dict(num_slices=7, slice_dim=256, margin_mode="star", multitask=True),
     "mul-dml-multask": dict(slice_dim=256, margin_mode="range", multitask=True),
+    "circle": dict(num_slices=1, slice_dim=256, margin_mode="none", metric_loss="circle"),
+    "hist": dict(num_slices=1, slice_dim=256, margin_mode="none", metric_loss="hist"),
 }
 MARGIN_MODES = ("none", "star", "range")
+METRIC_LOSSES = ("triplet", "circle", "hist")
 SCHEDULERS = ("constant", "cosine")
 SAMPLERS = ("random", "pk")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -58,6 +66,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHOICES: dict[str, tuple[str, ...]] = {
     "preset": tuple(PRESETS),
     "margin_mode": MARGIN_MODES,
+    "metric_loss": METRIC_LOSSES,
     "classifier_input": CLASSIFIER_INPUTS,
     "backend": BACKENDS,
     "scheduler": SCHEDULERS,
@@ -87,6 +96,14 @@ class Config:
     dual: bool = True
     lam: float | None = None  # λ; None: 0.5/N
     backend: str = "auto"
+    # Baselines (Tables V–VI): another metric loss in place of the triplet loss
+    metric_loss: str = "triplet"  # triplet (Eq. 2 / 10) | circle | hist
+    circle_m: float = 0.4  # Circle loss relaxation margin m
+    circle_gamma: float = 80.0  # Circle loss scale γ
+    hist_tau: float = 32.0  # HIST: scale τ of the distribution loss's softmax
+    hist_alpha: float = 0.9  # HIST: hardness α of the hypergraph's incidences
+    hist_lambda_s: float = 1.0  # HIST: weight λ_s of the semantic tuplet loss
+    hist_hidden: int = 512  # HIST: hidden width of its hypergraph network
     # Optimisation (paper: Adam, batch 96, lr 5e-6 for a pre-trained backbone, 70 epochs)
     epochs: int = 70
     batch_size: int = 96
@@ -146,6 +163,10 @@ class Runtime:
 
     device: str = "auto"  # auto: cuda if available, else cpu
     num_workers: int | None = None  # DataLoader workers; None: min(8, CPUs)
+    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    channels_last: bool = False  # NHWC images and weights (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the backbone
+    grad_cache: int | None = None  # gradient caching in chunks of this many images (Gao et al.)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,7 +211,14 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "image_size": (1, math.inf, True, False),
     "crop": (1, math.inf, True, False),
     "val_fraction": (0, 1, False, False),
+    "circle_m": (0, 1, True, True),
+    "circle_gamma": (0, math.inf, False, False),
+    "hist_tau": (0, math.inf, False, False),
+    "hist_alpha": (0, math.inf, True, False),
+    "hist_lambda_s": (0, math.inf, True, False),
+    "hist_hidden": (1, math.inf, True, False),
     "num_workers": (0, math.inf, True, False),
+    "grad_cache": (1, math.inf, True, False),
 }
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
@@ -227,6 +255,9 @@ def validate(settings: Config | Runtime) -> None:
         except RuntimeError:
             raise UserError(f"device must be auto, cpu, cuda or cuda:N; got {settings.device!r}") from None
     if isinstance(settings, Config):
+        if settings.metric_loss != "triplet" and settings.margin_mode != "none":
+            raise UserError(f"metric_loss {settings.metric_loss} replaces the triplet loss: margin_mode must be none, "
+                            f"got {settings.margin_mode!r}")
         if settings.tau_max < settings.tau_min:
             raise UserError(f"tau_max ({settings.tau_max}) must be >= tau_min ({settings.tau_min})")
         if settings.sampler == "pk" and (settings.batch_size % settings.pk_samples or settings.batch_size < 2 * settings.pk_samples):

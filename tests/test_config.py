@@ -15,6 +15,8 @@ EXPECTED = {  # preset: (slices, slice dim, margins with τ* = 0.45, dual, multi
     "cnn-multask": (7, 256, [], True, True),
     "mul-dml-multask-same": (7, 256, [0.45] * 7, True, True),
     "mul-dml-multask": (7, 256, [0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75], True, True),
+    "circle": (1, 256, [], True, False),  # the baselines: no triplet margins, their own metric loss
+    "hist": (1, 256, [], True, False),
 }
 
 

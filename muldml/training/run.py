@@ -1,13 +1,23 @@
-"""``fit()``: the one training entry point that the CLI, cross-validation and the demo call.
+"""``fit()``: the one training entry point that the CLI, cross-validation, the demo and the
+studies call, in one process or under torchrun.
 
-A run folder holds ``checkpoint.pt`` (written atomically after every epoch, see
+A run folder holds ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
 checkpoint.py) and ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
-slice's triplet loss and active fraction, accuracy, for train and val). ``resume=True``
-continues from the checkpoint and reaches the same final weights as an uninterrupted run.
+slice's triplet loss and active fraction, accuracy for train and val, training images per
+second and peak memory). ``resume=True`` continues from the checkpoint and reaches the same
+final weights as an uninterrupted run: every epoch reseeds its random streams from (seed,
+epoch, rank), and each image is augmented from its own seed (data/samplers.py), so neither
+loader workers nor the point of interruption change what is drawn.
+
+Under torchrun (K processes) the global batch is ``batch_size``: each process takes
+batch_size / K images of every global batch, the triplet loss mines over the all-gathered
+global batch (muldml.distributed), and DDP averages gradients, so one step equals one
+process on the whole batch (BatchNorm statistics are per process, as usual with DDP).
 """
 from __future__ import annotations
 
 import random
+import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +31,18 @@ from muldml import io as atomic
 from muldml.config import Config, Runtime
 from muldml.data.augment import eval_transform, train_transform
 from muldml.data.folder import FaceDataset, Sample, class_counts
-from muldml.data.samplers import PKSampler
+from muldml.data.samplers import PKSampler, SeededDataset, ShardedBatches, random_batches
 from muldml.errors import UserError
 from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import MulDMLNet, load_init
 from muldml.training.checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, lr_factor, rng_state,
                                         save_checkpoint, set_rng_state, write_history)
-from muldml.training.distributed import resolve_device
-from muldml.training.loop import run_epoch
+from muldml.training.distributed import Processes, restart_count, setup, sum_over_processes, teardown
+from muldml.training.loop import Precision, run_epoch
+
+# Columns of history.csv that measure the machine, not the learning (they differ between
+# an interrupted and an uninterrupted run).
+THROUGHPUT_COLUMNS = ("images_per_s", "peak_memory_mb")
 
 
 def build_model(cfg: Config) -> MulDMLNet:
@@ -37,20 +51,35 @@ def build_model(cfg: Config) -> MulDMLNet:
                      cfg.multitask, cfg.dropout)
 
 
-def build_triplet_loss(cfg: Config) -> MultiThresholdTripletLoss | None:
-    """The multi-threshold triplet loss of `cfg`, or None for softmax-only presets."""
+def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> MultiThresholdTripletLoss | None:
+    """The multi-threshold triplet loss of `cfg`, or None for softmax-only presets.
+    all_gather: mine over all processes' rows (default: when running distributed)."""
     if not cfg.margins:
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
-                                     lam=cfg.lam, backend=cfg.backend)
+                                     lam=cfg.lam, backend=cfg.backend, all_gather=all_gather)
 
 
-def check_writable(out: Path) -> None:
+def precision_for(amp: str, device: torch.device) -> Precision:
+    """--amp: auto is bf16 on CUDA and off on the CPU; fp16 adds a GradScaler and needs CUDA."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError(f"--amp fp16 needs a CUDA device (this run is on {device.type}); use --amp bf16 or off")
+    if amp == "off":
+        return Precision()
+    if amp == "bf16":
+        return Precision(torch.bfloat16)
+    return Precision(torch.float16, torch.amp.GradScaler(device.type))
+
+
+def check_writable(out: Path, rank: int = 0) -> None:
     """Create `out` if needed; UserError when it cannot be written."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(out / ".write-test", "")
-        (out / ".write-test").unlink()
+        probe = out / f".write-test-{rank}"
+        atomic.write_text(probe, "")
+        probe.unlink()
     except OSError as e:
         raise UserError(f"output folder {out} is not writable: {e.strerror}") from None
 
@@ -65,22 +94,39 @@ def tensorboard_writer(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _loaders(cfg: Config, runtime: Runtime, train_samples: Sequence[Sample], val_samples: Sequence[Sample],
-             generator: torch.Generator):
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one process's random streams in one epoch."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank) % (1 << 63)
+
+
+def _loaders(cfg: Config, runtime: Runtime, procs: Processes, train_samples: Sequence[Sample],
+             val_samples: Sequence[Sample], generator: torch.Generator):
     workers = runtime.workers
-    train_set = FaceDataset(train_samples, train_transform(cfg.image_size, cfg.crop))
+    options = dict(num_workers=workers, pin_memory=procs.device.type == "cuda", persistent_workers=workers > 0,
+                   prefetch_factor=4 if workers > 0 else None)
     if cfg.sampler == "pk":
         batches = PKSampler([s.label for s in train_samples], cfg.batch_size, cfg.pk_samples, generator)
-        train_loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=workers)
     else:
-        train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
-                                                   drop_last=len(train_set) > cfg.batch_size,
-                                                   generator=generator, num_workers=workers)
+        batches = random_batches(len(train_samples), cfg.batch_size, generator,
+                                 drop_last=procs.world > 1 or len(train_samples) > cfg.batch_size)
+        if len(batches) == 0:
+            raise UserError(f"{len(train_samples)} training images cannot fill one global batch of {cfg.batch_size}")
+    train_set = SeededDataset(FaceDataset(train_samples, train_transform(cfg.image_size, cfg.crop)))
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_sampler=ShardedBatches(batches, generator, procs.rank, procs.world), **options)
     val_loader = None
     if val_samples:
         val_set = FaceDataset(val_samples, eval_transform(cfg.image_size, cfg.crop))
-        val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=workers)
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, **options)
     return train_loader, val_loader
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this epoch on CUDA (allocated tensors); on the CPU the process's peak
+    resident set size so far (Linux reports it in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fit(
@@ -96,25 +142,39 @@ def fit(
 ) -> dict[str, Any]:
     """Train `cfg` on the samples, checkpointing into `out` after every epoch.
 
-    runtime: device and loader settings (default: auto device, min(8, CPUs) workers).
+    runtime: device, loaders, precision, compilation, gradient caching (default: Runtime()).
     resume: continue from out/checkpoint.pt (its config must be the same run's, up to
     RESUMABLE_CHANGES); without it, a folder that holds a checkpoint is refused unless
-    overwrite. stop_after: end after this epoch (an interruption, for tests).
+    overwrite. An elastic restart under torchrun resumes by itself. stop_after: end after
+    this epoch (an interruption, for tests).
     Returns the final checkpoint state (see checkpoint.py). Raises UserError for
-    unwritable or occupied folders, classes without samples and checkpoints that do not fit.
+    unwritable or occupied folders, classes without samples, a global batch that does not
+    split over the processes, --amp fp16 without CUDA and checkpoints that do not fit.
     """
-    runtime = runtime or Runtime()
+    runtime = (runtime or Runtime()).validate()
     out = Path(out)
+    resume = resume or restart_count() > 0
     if (out / CHECKPOINT).exists() and not resume and not overwrite:
         raise UserError(f"{out} already holds a run ({CHECKPOINT}); use --resume to continue it or --overwrite to replace it")
-    check_writable(out)
     if not cfg.classes:
         raise UserError("the config names no classes")
     counts = class_counts(train_samples, len(cfg.classes))
     empty = [name for name, n in zip(cfg.classes, counts) if n == 0]
     if empty:
         raise UserError(f"class(es) with no training samples: {', '.join(empty)}")
-    device = resolve_device(runtime.device)
+    procs = setup(runtime.device)
+    try:
+        return _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after)
+    finally:
+        teardown(procs)
+
+
+def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after):
+    device = procs.device
+    check_writable(out, procs.rank)
+    if cfg.batch_size % procs.world:
+        raise UserError(f"batch_size {cfg.batch_size} (the global batch) does not split over {procs.world} processes")
+    precision = precision_for(runtime.amp, device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -124,10 +184,9 @@ def fit(
     model = build_model(cfg)
     if cfg.init and not resuming:
         missing, unexpected = load_init(model, cfg.init)
-        print(f"init {cfg.init}: {len(missing)} missing key(s) (new layers: {', '.join(sorted({k.split('.')[0] for k in missing})) or 'none'}), "
-              f"{len(unexpected)} unexpected")
-    model.to(device)
-    triplet_loss = build_triplet_loss(cfg)
+        if procs.main:
+            print(f"init {cfg.init}: {len(missing)} missing key(s) (new layers: "
+                  f"{', '.join(sorted({k.split('.')[0] for k in missing})) or 'none'}), {len(unexpected)} unexpected")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = {"start": 0, "factor": 1.0, "epochs": cfg.epochs}
     history: list[dict] = []
@@ -136,39 +195,62 @@ def fit(
         state = load_checkpoint(out / CHECKPOINT)
         check_resumable(out, Config.from_dict(state["config"]), cfg)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"], loader_generator)
         history, start_epoch, schedule = state["history"], state["epoch"], state["schedule"]
         if schedule["epochs"] != cfg.epochs:
             # A new length: continue from the last rate used, down to 0 at the new end.
             last = history[-1]["lr"] / cfg.lr if history else lr_factor(schedule, start_epoch, cfg.scheduler)
             schedule = {"start": start_epoch, "factor": last, "epochs": cfg.epochs}
+    model.to(device)
+    if resuming:
+        optimizer.load_state_dict(state["optimizer"])  # after .to(): its moments follow the parameters
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if runtime.compile:
+        model.backbone.compile()  # in place: state_dict keys stay the same
+    trained = model
+    if procs.world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    triplet_loss = build_triplet_loss(cfg)
+    val_loss = build_triplet_loss(cfg, all_gather=False)  # every process validates on its own
 
-    train_loader, val_loader = _loaders(cfg, runtime, train_samples, val_samples, loader_generator)
+    train_loader, val_loader = _loaders(cfg, runtime, procs, train_samples, val_samples, loader_generator)
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    bar = tqdm(total=max(0, last - start_epoch) * len(train_loader), disable=not progress,
+    bar = tqdm(total=max(0, last - start_epoch) * len(train_loader), disable=not (progress and procs.main),
                desc=f"{cfg.preset}", unit="batch", dynamic_ncols=True)
-    state = None
-    if overwrite and not resuming:
+    if overwrite and not resuming and procs.main:
         shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's curves
-    board = tensorboard_writer(out)
+    board = tensorboard_writer(out) if procs.main else None
+    state = None
     for epoch in range(start_epoch, last):
         bar.set_description(f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}")
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, procs.rank))  # dropout, per process
+        loader_generator.manual_seed(epoch_seed(cfg.seed, epoch))  # batches and augmentation, shared
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(schedule, epoch, cfg.scheduler)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-        row |= run_epoch(model, triplet_loss, train_loader, device, optimizer, bar).row("train")
+        meter = run_epoch(trained, triplet_loss, train_loader, device, optimizer, bar, precision,
+                          runtime.grad_cache, runtime.channels_last)
+        meter.reduce(sum_over_processes)
+        row |= meter.row("train")
         if val_loader is not None:
             # Evaluation draws no random numbers, so it leaves the training RNG stream intact.
-            row |= run_epoch(model, triplet_loss, val_loader, device).row("val")
+            row |= run_epoch(model, val_loss, val_loader, device, precision=precision,
+                             channels_last=runtime.channels_last).row("val")
+        row["images_per_s"] = meter.samples / max(meter.seconds, 1e-9)
+        row["peak_memory_mb"] = _peak_memory_mb(device)  # rank 0's
         history.append(row)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule,
                  "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history}
-        save_checkpoint(out, state)
-        write_history(out, history)
-        if board is not None:
-            for key, value in row.items():
-                board.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
+        if procs.main:
+            save_checkpoint(out, state)
+            write_history(out, history)
+            if board is not None:
+                for key, value in row.items():
+                    board.add_scalar(key.replace("_", "/", 1), value, epoch + 1)
     bar.close()
     if board is not None:
         board.close()
