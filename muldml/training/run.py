@@ -51,9 +51,20 @@ def build_model(cfg: Config) -> MulDMLNet:
                      cfg.multitask, cfg.dropout)
 
 
-def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> MultiThresholdTripletLoss | None:
-    """The multi-threshold triplet loss of `cfg`, or None for softmax-only presets.
+def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
+    """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
+    baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
     all_gather: mine over all processes' rows (default: when running distributed)."""
+    lam = 0.5 / cfg.num_slices if cfg.lam is None else cfg.lam
+    if cfg.metric_loss == "circle":
+        from muldml.baselines import CircleMetricLoss
+
+        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=lam)
+    if cfg.metric_loss == "hist":
+        from muldml.baselines import HISTLoss
+
+        return HISTLoss(len(cfg.classes), cfg.num_slices * cfg.slice_dim, cfg.hist_tau, cfg.hist_alpha,
+                        cfg.hist_lambda_s, cfg.hist_hidden, lam=lam)
     if not cfg.margins:
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
@@ -187,7 +198,12 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         if procs.main:
             print(f"init {cfg.init}: {len(missing)} missing key(s) (new layers: "
                   f"{', '.join(sorted({k.split('.')[0] for k in missing})) or 'none'}), {len(unexpected)} unexpected")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    triplet_loss = build_triplet_loss(cfg)
+    # A loss with parameters of its own (HIST's class distributions and HGNN) trains with the model.
+    loss_parameters = list(triplet_loss.parameters()) if triplet_loss is not None else []
+    if loss_parameters and procs.world > 1:
+        raise UserError(f"metric_loss {cfg.metric_loss} trains in one process (its parameters are not synchronised)")
+    optimizer = torch.optim.Adam([*model.parameters(), *loss_parameters], lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = {"start": 0, "factor": 1.0, "epochs": cfg.epochs}
     history: list[dict] = []
     start_epoch = 0
@@ -195,6 +211,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         state = load_checkpoint(out / CHECKPOINT)
         check_resumable(out, Config.from_dict(state["config"]), cfg)
         model.load_state_dict(state["model"])
+        if loss_parameters:
+            triplet_loss.load_state_dict(state["loss"])
         set_rng_state(state["rng"], loader_generator)
         history, start_epoch, schedule = state["history"], state["epoch"], state["schedule"]
         if schedule["epochs"] != cfg.epochs:
@@ -202,6 +220,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
             last = history[-1]["lr"] / cfg.lr if history else lr_factor(schedule, start_epoch, cfg.scheduler)
             schedule = {"start": start_epoch, "factor": last, "epochs": cfg.epochs}
     model.to(device)
+    if triplet_loss is not None:
+        triplet_loss.to(device)
     if resuming:
         optimizer.load_state_dict(state["optimizer"])  # after .to(): its moments follow the parameters
     if runtime.channels_last:
@@ -212,8 +232,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     if procs.world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
-    triplet_loss = build_triplet_loss(cfg)
-    val_loss = build_triplet_loss(cfg, all_gather=False)  # every process validates on its own
+    # Every process validates on its own (a loss with parameters is the trained one itself).
+    val_loss = triplet_loss if loss_parameters else build_triplet_loss(cfg, all_gather=False)
 
     train_loader, val_loader = _loaders(cfg, runtime, procs, train_samples, val_samples, loader_generator)
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -245,6 +265,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         history.append(row)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule,
                  "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history}
+        if loss_parameters:
+            state["loss"] = triplet_loss.state_dict()
         if procs.main:
             save_checkpoint(out, state)
             write_history(out, history)
