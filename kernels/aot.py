@@ -1,119 +1,292 @@
-"""Ahead-of-time GPU compilation of the kernels, no GPU needed.
+"""Launch-faithful GPU builds of the kernels, no GPU needed.
 
-Builds PTX and a cubin for a CUDA target through triton.compile(ASTSource(...)) and
-reads `ptxas -v`'s report (registers, spill bytes, shared memory). Run it in a process
-where TRITON_INTERPRET is unset. Used by tests/test_gpu_compile.py and `python -m kernels.aot`.
+What a GPU would run depends on the arguments of each launch: the JIT turns ints equal
+to 1 into constants and marks ints divisible by 16 and 16-byte-aligned pointers as such,
+and the autotuner adds its configurations. So this module
+
+1. records the launches of real calls of the loss (forward and backward) under Triton's
+   interpreter, in a child process with TRITON_INTERPRET=1: every precision, input dtype
+   and switch, aligned and ragged shapes, strided input, int32 and int64 labels;
+2. replays each launch through the JIT's own binder for a CUDA target (the specialisation
+   above), over every configuration the autotuner may pick, and builds it with
+   triton.compile for sm_80 and sm_90a;
+3. reads ptxas's report (registers, spill bytes) and the SASS (cuobjdump, both shipped
+   inside Triton): HGMMA (wgmma, Hopper tensor cores), HMMA (mma.sync tensor cores),
+   FFMA (CUDA-core fma), and the deepest `wgmma.wait_group N` (0: no MMA overlaps the next).
+
+    python -m kernels.aot            # table, from the repository root
+    python -m kernels.aot --json     # the same as JSON (tests/test_gpu_compile.py)
+
+Run it where TRITON_INTERPRET is unset.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+ARCHS = (80, 90)
+KERNEL_NAMES = ("prepare", "mine", "hinge", "backward")
 
-from kernels import triplet
 
-# Argument types of the kernels' runtime (non-constexpr) arguments, by name.
-_ARG_TYPES = {
-    "X": "*fp32", "LABELS": "*i64", "MARGINS": "*fp32", "POS": "*i32", "NEG": "*i32",
-    "DIST": "*fp32", "NORMS": "*fp32", "SUMS": "*fp32", "ACTIVE": "*i32", "COUNT": "*i32",
-    "GRAD": "*fp32", "WEIGHTS": "*fp32", "GRAD_OUT": "*fp32",
-    "stride_row": "i32", "stride_label": "i32", "stride_col": "i32", "B": "i32", "D": "i32", "EPS": "fp32", "SCALE": "fp32",
-}
-KERNELS = {"forward": triplet._triplet_forward_kernel, "backward": triplet._triplet_backward_kernel}
+@dataclass(frozen=True)
+class Case:
+    """One recorded call of the loss: forward and backward."""
+
+    name: str
+    batch: int = 96
+    slice_dim: int = 256
+    num_slices: int = 2
+    dtype: str = "float32"
+    precision: str = "tf32"
+    dual: bool = True
+    normalize: bool = True
+    labels: str = "int64"
+    column_stride: int = 1
+
+
+CASES = [
+    Case("default"),
+    Case("tf32x3", precision="tf32x3"),
+    Case("bf16-mining", precision="bf16"),
+    Case("fp16-input", dtype="float16"),
+    Case("bf16-input", dtype="bfloat16"),
+    Case("fp64-input", dtype="float64"),
+    Case("traditional", dual=False),
+    Case("unnormalised", normalize=False),
+    Case("traditional-unnormalised", dual=False, normalize=False),
+    Case("int32-labels", labels="int32"),
+    Case("ragged", batch=50, slice_dim=20),
+    Case("strided", column_stride=2),
+]
+
+
+# ---------------------------------------------------------------- recording (interpreter)
+
+def _describe(value):
+    """A launch argument as JSON: tensors by dtype and 16-byte alignment, scalars as is."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {"tensor": str(value.dtype).removeprefix("torch."), "aligned": value.data_ptr() % 16 == 0}
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise TypeError(f"cannot record a launch argument of type {type(value).__name__}")
+
+
+class _Recorder:
+    """Stands in for a kernel: logs each launch's arguments, then runs the kernel."""
+
+    def __init__(self, name, kernel, log, case, precision=None):
+        self.name, self.kernel, self.log, self.case, self.precision = name, kernel, log, case, precision
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.log.append({
+                "kernel": self.name, "case": self.case[0], "precision": self.precision,
+                "args": [_describe(a) for a in args], "kwargs": {k: _describe(v) for k, v in kwargs.items()},
+            })
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def record_launches(cases: list[Case] = CASES) -> list[dict]:
+    """Run each case's forward and backward under the interpreter; return its launches."""
+    import torch
+
+    from muldml.kernels import triplet
+    from muldml.losses import multi_threshold_triplet_loss
+
+    assert triplet.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
+    log, current = [], [""]
+    for name in ("prepare", "hinge", "backward"):
+        attr = f"_{name}_kernel"
+        setattr(triplet, attr, _Recorder(name, getattr(triplet, attr), log, current))
+    for precision, kernel in list(triplet.MINE.items()):
+        triplet.MINE[precision] = _Recorder("mine", kernel, log, current, precision)
+    for case in cases:
+        current[0] = case.name
+        gen = torch.Generator().manual_seed(0)
+        width = case.num_slices * case.slice_dim
+        x = torch.randn(case.batch, width * case.column_stride, generator=gen)[:, :: case.column_stride]
+        x = x.to(getattr(torch, case.dtype)).requires_grad_(True)
+        labels = torch.randint(0, 5, (case.batch,), generator=gen).to(getattr(torch, case.labels))
+        margins = [0.15 + 0.1 * i for i in range(case.num_slices)]
+        out = multi_threshold_triplet_loss(x, labels, margins, case.slice_dim, dual=case.dual,
+                                           normalize=case.normalize, backend="triton", precision=case.precision)
+        out.loss.backward()
+    return log
+
+
+# ---------------------------------------------------------------- building (no interpreter)
+
+class _ArgStandIn:
+    """What the JIT's binder reads of a tensor argument: its dtype and address alignment."""
+
+    def __init__(self, dtype: str, aligned: bool):
+        import torch
+
+        self.dtype = getattr(torch, dtype)
+        self._ptr = 16 if aligned else 4
+
+    def data_ptr(self) -> int:
+        return self._ptr
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
 @dataclass
-class CompileReport:
-    """What ptxas says about one compiled kernel."""
+class Build:
+    """One launch-faithful build and what ptxas and the SASS say about it."""
 
     kernel: str
     arch: str
-    config: dict
+    cases: list
+    precision: str | None
+    config: dict  # constexprs, num_warps, num_stages
     registers: int
     spill_stores: int  # bytes
     spill_loads: int  # bytes
-    shared_bytes: int  # Triton's static shared memory for the launch
-    uses_wgmma: bool
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _ptxas() -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    shared_bytes: int
+    hgmma: int  # wgmma instructions in the SASS (Hopper tensor cores)
+    hmma: int  # mma.sync instructions (Ampere-style tensor cores)
+    ffma: int  # fp32 FMA on CUDA cores
+    wait_depth: int | None  # deepest wgmma.wait_group N; None without wgmma
+    compile_s: float
 
 
-def compile_kernel(
-    kernel: str, config: triplet.LaunchConfig, capability: int, input_dtype: str = "fp32", **flags
-) -> CompileReport:
-    """Compile `kernel` ("forward" or "backward") for sm_<capability> and report on it.
+def _specialise(launch: dict, target):
+    """Bind a recorded launch as the JIT would: returns (fn, ASTSource, options, config)."""
+    import triton
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
 
-    input_dtype: element type of the embeddings ("fp32", "fp16", "bf16").
-    flags: the kernel's constexpr switches, DUAL, NORMALIZE and (forward) PRECISION.
-    """
-    fn = KERNELS[kernel]
-    constexprs = {"BLOCK_M": config.block_m, "BLOCK_D": config.block_d, **flags}
-    if kernel == "forward":
-        constexprs["BLOCK_N"] = config.block_n
-    types = {**_ARG_TYPES, "X": f"*{input_dtype}"}
-    signature = {name: "constexpr" if name in constexprs else types[name] for name in fn.arg_names}
-    compiled = triton.compile(
-        ASTSource(fn, signature, constexprs),
-        target=GPUTarget("cuda", capability, 32),
-        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
-    )
+    from muldml.kernels import triplet
+
+    args = [_ArgStandIn(a["tensor"], a["aligned"]) if isinstance(a, dict) else a for a in launch["args"]]
+    kwargs = dict(launch["kwargs"])
+    if "UPCAST" in kwargs:  # the one argument set for the interpreter only (bf16 mining operands)
+        kwargs["UPCAST"] = False
+    if launch["kernel"] == "mine":
+        tuner = triplet.MINE[launch["precision"]]
+        fn, variants = tuner.fn, [c.all_kwargs() for c in tuner.configs]
+    else:
+        fn, variants = getattr(triplet, f"_{launch['kernel']}_kernel"), [{}]
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    for extra in variants:
+        call = {**kwargs, **extra}
+        bound, specialization, options = binder(*args, **call)
+        options, signature, constexprs, attrs = fn._pack_args(backend, call, bound, specialization, options)
+        config = {fn.arg_names[k[0]]: v for k, v in constexprs.items() if not isinstance(v, triton.runtime.jit.JITFunction)}
+        config.update(num_warps=options.num_warps, num_stages=options.num_stages)
+        yield fn, ASTSource(fn, signature, constexprs, attrs), options, config
+
+
+def _measure(compiled, arch: str) -> dict:
     ptx = compiled.asm["ptx"]
-    arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "kernel.ptx")
-        with open(path, "w") as f:
+        ptx_path, cubin_path = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
+        with open(ptx_path, "w") as f:
             f.write(ptx)
-        result = subprocess.run(
-            [_ptxas(), f"-arch={arch}", "-v", path, "-o", os.path.join(tmp, "kernel.cubin")],
-            capture_output=True, text=True, check=True,
-        )
-    report = result.stdout + result.stderr
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report)
-    registers = re.search(r"Used (\d+) registers", report)
-    return CompileReport(
-        kernel=kernel,
-        arch=arch,
-        config={**asdict(config), **flags, "input_dtype": input_dtype},
-        registers=int(registers.group(1)),
-        spill_stores=int(spills.group(1)),
-        spill_loads=int(spills.group(2)),
+        report = subprocess.run([_tool("ptxas"), f"-arch={arch}", "-v", ptx_path, "-o", os.path.join(tmp, "v.cubin")],
+                                capture_output=True, text=True, check=True)
+        with open(cubin_path, "wb") as f:
+            f.write(compiled.asm["cubin"])  # the cubin Triton built: what would be loaded
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", cubin_path], capture_output=True, text=True,
+                              check=True).stdout
+    text = report.stdout + report.stderr
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    waits = [int(n) for n in re.findall(r"wgmma\.wait_group\.sync\.aligned\s+(\d+)", ptx)]
+    return dict(
+        registers=int(re.search(r"Used (\d+) registers", text).group(1)),
+        spill_stores=int(spills.group(1)), spill_loads=int(spills.group(2)),
         shared_bytes=int(compiled.metadata.shared),
-        uses_wgmma="wgmma" in ptx,
+        hgmma=len(re.findall(r"\bHGMMA\.", sass)), hmma=len(re.findall(r"\bHMMA\.", sass)),
+        ffma=len(re.findall(r"\bFFMA\b", sass)),
+        wait_depth=max(waits) if waits else None,
     )
 
 
-def launcher_builds() -> list[tuple[str, triplet.LaunchConfig, dict]]:
-    """Every (kernel, config, compile arguments) the launcher can run: all tile configs ×
-    all constexpr switches in fp32, and the half-precision inputs at the default switches."""
-    builds = []
-    for kernel, config in triplet.all_launch_configs():
-        precisions = ("ieee", "tf32") if kernel == "forward" else (None,)
-        for dual in (True, False):
-            for normalize in (True, False):
-                for precision in precisions:
-                    flags = {"DUAL": dual, "NORMALIZE": normalize}
-                    if precision:
-                        flags["PRECISION"] = precision
-                    builds.append((kernel, config, flags))
-                    if dual and normalize and precision in ("ieee", None):
-                        builds += [(kernel, config, {**flags, "input_dtype": t}) for t in ("fp16", "bf16")]
-    return builds
+def build_all(launches: list[dict]) -> list[Build]:
+    """Compile every distinct specialisation among `launches` for each arch in ARCHS."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    builds: dict[tuple, Build] = {}
+    for capability in ARCHS:
+        target = GPUTarget("cuda", capability, 32)
+        arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
+        for launch in launches:
+            for fn, src, options, config in _specialise(launch, target):
+                key = (capability, src.hash(), str(options.__dict__))
+                if key in builds:
+                    if launch["case"] not in builds[key].cases:
+                        builds[key].cases.append(launch["case"])
+                    continue
+                start = time.perf_counter()
+                compiled = triton.compile(src, target=target, options=options.__dict__)
+                seconds = time.perf_counter() - start
+                builds[key] = Build(kernel=launch["kernel"], arch=arch, cases=[launch["case"]],
+                                    precision=launch["precision"], config=config, compile_s=round(seconds, 2),
+                                    **_measure(compiled, arch))
+    return list(builds.values())
+
+
+def recorded_launches() -> list[dict]:
+    """Record in a child process under the interpreter (it must be set before import)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    code = "import json, sys; from muldml.kernels.aot import record_launches; json.dump(record_launches(), sys.stdout)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"recording the launches failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+def table(builds: list[Build]) -> str:
+    head = f"{'arch':7} {'kernel':8} {'precision':9} {'tiles / warps / stages':28} {'regs':>4} {'spill':>7} " \
+           f"{'smem':>6} {'HGMMA':>5} {'HMMA':>5} {'FFMA':>5} {'wait':>4}  cases"
+    lines = [head]
+    for b in sorted(builds, key=lambda b: (b.arch, KERNEL_NAMES.index(b.kernel), b.precision or "", b.cases[0])):
+        c = b.config
+        tiles = "×".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R", "BLOCK_D") if k in c)
+        shape = f"{tiles} / {c['num_warps']} / {c['num_stages']}"
+        wait = "-" if b.wait_depth is None else str(b.wait_depth)
+        cases = ",".join(b.cases)
+        lines.append(f"{b.arch:7} {b.kernel:8} {b.precision or '-':9} {shape:28} {b.registers:4d} "
+                     f"{b.spill_stores:3d}/{b.spill_loads:<3d} {b.shared_bytes:6d} {b.hgmma:5d} {b.hmma:5d} "
+                     f"{b.ffma:5d} {wait:>4}  {cases[:60]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Launch-faithful sm_80 / sm_90a builds of the loss kernels.")
+    parser.add_argument("--json", action="store_true", help="print the builds as JSON instead of a table")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        parser.error("unset TRITON_INTERPRET: building for a GPU needs the compiler, not the interpreter")
+    import triton
+
+    start = time.perf_counter()
+    builds = build_all(recorded_launches())
+    if args.json:
+        json.dump({"triton": triton.__version__, "builds": [asdict(b) for b in builds]}, sys.stdout)
+    else:
+        print(table(builds))
+        print(f"triton {triton.__version__}: {len(builds)} builds in {time.perf_counter() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    for capability in (80, 90):
-        for kernel, config, flags in launcher_builds():
-            r = compile_kernel(kernel, config, capability, **flags)
-            print(f"{r.arch} {kernel:8s} {r.config} regs={r.registers} spill={r.spill_stores}/{r.spill_loads} "
-                  f"smem={r.shared_bytes} wgmma={r.uses_wgmma}")
+    sys.exit(main())

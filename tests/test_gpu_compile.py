@@ -1,8 +1,13 @@
-"""GPU readiness without a GPU: every kernel build the launcher can pick compiles for
-sm_80 and sm_90 through Triton's ahead-of-time path, and ptxas reports no register
-spills and shared memory within the card's limit; tf32 mining on sm_90 uses wgmma.
+"""GPU readiness without a GPU: what the launcher launches builds for sm_80 and sm_90a.
 
-Compilation runs in a subprocess without TRITON_INTERPRET (set for the other tests).
+kernels/aot.py records the launches of real calls (every precision, input dtype and
+switch) under the interpreter, binds them with the JIT's own specialisation for a CUDA
+target over every autotuner configuration, and compiles them. Here: no build spills, shared
+memory fits the card, and the mining runs on tensor cores (wgmma on sm_90a, mma.sync on
+sm_80) with its MMAs overlapping the next K step on sm_90a for tf32 and bf16.
+
+Runs in a subprocess without TRITON_INTERPRET (set for the other tests); about two
+minutes on two CPU cores.
 """
 import json
 import os
@@ -11,53 +16,58 @@ import sys
 
 import pytest
 
-# Static shared memory a block may use: A100 (sm_80) 163 KiB, H100 (sm_90) 227 KiB.
-SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
-
-_COMPILE_ALL = """
-import json, sys
-from kernels.aot import compile_kernel, launcher_builds
-reports = []
-for capability in (80, 90):
-    for kernel, config, flags in launcher_builds():
-        reports.append(compile_kernel(kernel, config, capability, **flags).as_dict())
-json.dump(reports, sys.stdout)
-"""
+# Shared memory a block may use: A100 (sm_80) 163 KiB, H100/H200 (sm_90) 227 KiB.
+SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}
 
 
 @pytest.fixture(scope="module")
-def reports():
+def builds():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", _COMPILE_ALL], env=env, cwd=repo,
+    result = subprocess.run([sys.executable, "-m", "kernels.aot", "--json"], env=env, cwd=repo,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["builds"]
 
 
-def test_every_launcher_build_compiled(reports):
-    from kernels.aot import launcher_builds
+def test_every_recorded_launch_built_for_both_archs(builds):
+    from kernels.aot import CASES, KERNEL_NAMES
 
-    assert len(reports) == 2 * len(launcher_builds())
-    kernels = {(r["kernel"], r["arch"]) for r in reports}
-    assert kernels == {(k, a) for k in ("forward", "backward") for a in ("sm_80", "sm_90a")}
+    for arch in SHARED_LIMIT:
+        for kernel in KERNEL_NAMES:
+            cases = {c for b in builds if b["arch"] == arch and b["kernel"] == kernel for c in b["cases"]}
+            assert cases == {c.name for c in CASES}, (arch, kernel, cases)
+    # Integers equal to 1 became constants, as the JIT does: contiguous input has stride_col == 1.
+    default = [b for b in builds if b["kernel"] == "hinge" and "default" in b["cases"]]
+    assert default and all(b["config"].get("stride_col") == 1 for b in default)
 
 
-def test_no_register_spills(reports):
-    spilling = [r for r in reports if r["spill_stores"] or r["spill_loads"]]
+def test_no_register_spills(builds):
+    spilling = [b for b in builds if b["spill_stores"] or b["spill_loads"]]
     assert not spilling, json.dumps(spilling, indent=1)
-    assert all(0 < r["registers"] <= 255 for r in reports)
+    assert all(0 < b["registers"] <= 255 for b in builds)
 
 
-def test_shared_memory_within_card_limit(reports):
-    for r in reports:
-        capability = 90 if r["arch"].startswith("sm_90") else 80
-        assert r["shared_bytes"] <= SHARED_LIMIT[capability], r
+def test_shared_memory_within_card_limit(builds):
+    for b in builds:
+        assert b["shared_bytes"] <= SHARED_LIMIT[b["arch"]], b
 
 
-def test_tf32_mining_uses_wgmma_on_sm90(reports):
-    tf32 = [r for r in reports if r["arch"] == "sm_90a" and r["config"].get("PRECISION") == "tf32"]
-    assert tf32 and all(r["uses_wgmma"] for r in tf32)
-    # Exact mining stays on the fp32 FMA path, and sm_80 has no wgmma at all.
-    assert not any(r["uses_wgmma"] for r in reports if r["config"].get("PRECISION") == "ieee")
-    assert not any(r["uses_wgmma"] for r in reports if r["arch"] == "sm_80")
+def test_mining_runs_on_tensor_cores(builds):
+    mining = [b for b in builds if b["kernel"] == "mine"]
+    assert {b["precision"] for b in mining} == {"tf32", "tf32x3", "bf16"}
+    for b in mining:
+        if b["arch"] == "sm_90a":
+            assert b["hgmma"] > 0 and b["hmma"] == 0, b
+        else:
+            assert b["hmma"] > 0 and b["hgmma"] == 0, b
+    # The default forward (tf32 mining of fp32 input): wgmma, pipelined over ≥ 2 stages with
+    # one group in flight while the next loads, and no FMA loop for the products.
+    default = [b for b in mining if "default" in b["cases"] and b["arch"] == "sm_90a"]
+    assert default and all(b["wait_depth"] >= 1 and b["config"]["num_stages"] >= 2 for b in default), default
+    for b in default:  # CUDA-core FMAs: the epilogue's two scores per element of the tile, no more
+        c = b["config"]
+        assert b["ffma"] <= 2 * c["BLOCK_M"] * c["BLOCK_N"] // (32 * c["num_warps"]), b
+    assert all(b["wait_depth"] >= 1 for b in mining if b["arch"] == "sm_90a" and b["precision"] == "bf16")
+    # The row kernels have no products to put on tensor cores.
+    assert not any(b["hgmma"] or b["hmma"] for b in builds if b["kernel"] != "mine")
