@@ -55,6 +55,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
                         help="which dataset the data is, for the paper's published values")
     parser.add_argument("--config", help="JSON or YAML file of settings, e.g. configs/paper-ckplus.yaml")
     parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names")
+    parser.add_argument("--image-level-split", action="store_true",
+                        help="data without subjects (RAF-DB, SFEW): split image by image, stated in the reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(parser)
     add_runtime_options(parser)
@@ -109,7 +111,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         data = Path(args.data)
     samples, classes = scan_folder(data, None, args.subject_regex)
     folds = args.folds if args.folds is not None else (QUICK_FOLDS if args.quick and not args.split else None)
-    protocol = make_protocol(samples, folds, args.split, preset_config("mul-dml", **base).val_fraction)
+    protocol = make_protocol(samples, folds, args.split, preset_config("mul-dml", **base).val_fraction,
+                             args.image_level_split)
     check_study_folder(out, {"data": str(Path(data).resolve()), "protocol": protocol.description,
                              "folds": [f.name for f in protocol.folds], "common_settings": base, "classes": classes})
     ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[base.get("seed", 0) + i for i in range(args.seeds)], base=base,

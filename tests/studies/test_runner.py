@@ -103,3 +103,15 @@ def test_study_folder_refuses_other_settings(tmp_path):
     check_study_folder(tmp_path, {"common_settings": {"epochs": 1}, "folds": ["fold-01"]})  # same: fine
     with pytest.raises(UserError, match="common_settings"):
         check_study_folder(tmp_path, {"common_settings": {"epochs": 2}, "folds": ["fold-01"]})
+
+
+def test_images_without_subjects_need_the_explicit_flag():
+    samples = [Sample(Path(f"i{i}_c{c}.png"), c, None, "train" if i < 6 else "val", f"i{i}_c{c}") for i in range(8)
+               for c in range(3)]
+    with pytest.raises(UserError, match="image-level-split"):
+        make_protocol(samples, folds=None, use_split=None, val_fraction=0.25)
+    protocol = make_protocol(samples, folds=None, use_split=None, val_fraction=0.25, image_level=True)
+    (fold,) = protocol.folds
+    assert "Image-level split" in protocol.description
+    assert not {s.path for s in fold.val} & {s.path for s in fold.train}
+    assert {s.split for s in fold.test} == {"val"}
