@@ -129,6 +129,7 @@ def image_level_note(samples, image_level: bool) -> str | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from muldml.evaluate import evaluate
     from muldml.training import fit
+    from muldml.training.distributed import launch_rank
 
     cfg = config_from_args(args, args.preset)
     runtime = runtime_from_args(args)
@@ -136,13 +137,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.classes = classes
     train_samples, val_samples = split_train_val(samples, cfg, args.image_level_split)
     note = image_level_note(samples, args.image_level_split)
-    print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
-          f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
-    if note:
-        print(note)
+    main_process = launch_rank() == 0  # under torchrun, rank 0 speaks and reports
+    if main_process:
+        print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
+              f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
+        if note:
+            print(note)
     state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,
                 progress=not args.quiet)
-    if val_samples:
+    if val_samples and main_process:
         result = evaluate(state, val_samples, args.out, device=runtime.device, title=f"{cfg.preset} on {args.data}",
                           note=note)
         print(f"{cfg.preset}: validation accuracy {100 * result.metrics['accuracy']:.2f}%  ({result.report})")
@@ -199,6 +202,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     cfg.classes = classes
     summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime,
                              image_level=args.image_level_split)
+    if not summary:  # a process other than rank 0 under torchrun
+        return 0
     print(f"{cfg.preset}: {args.folds}-fold accuracy {100 * summary['accuracy_mean']:.2f} ± "
           f"{100 * summary['accuracy_std']:.2f}%  ({Path(args.out) / 'report.md'})")
     return 0
@@ -211,7 +216,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     args.preset = "cnn"  # softmax only
     if args.lr is None:
         args.lr = 1e-3  # from scratch, unlike the paper's fine-tuning rate
+    from muldml.training.distributed import launch_rank
+
     cmd_train(args)
+    if launch_rank() != 0:
+        return 0
     model, _ = model_from_checkpoint(load_checkpoint(args.out))
     path = atomic.save_torch(Path(args.out) / "backbone.pt", model.backbone.state_dict())
     print(f"backbone for --init: {path}")

@@ -21,6 +21,7 @@ from muldml.evaluate import compute_metrics, evaluate
 from muldml.plots import plot_confusion
 from muldml.report import Report
 from muldml.training import fit
+from muldml.training.distributed import launch_rank
 
 
 def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, folds: int = 10,
@@ -46,11 +47,15 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue
         state = fit(cfg, train_samples, test_samples, fold_dir, runtime, resume=True, progress=progress)
+        if launch_rank() != 0:
+            continue  # under torchrun, rank 0 evaluates and reports
         metrics = evaluate(state, test_samples, fold_dir, device=runtime.device,
                            title=f"{cfg.preset}, fold {k} of {folds}", note=note).metrics
         per_fold.append(metrics)
         print(f"fold {k}/{folds}: accuracy {100 * metrics['accuracy']:.2f}% on {len(test_samples)} images")
 
+    if launch_rank() != 0:
+        return {}
     accuracies = np.array([m["accuracy"] for m in per_fold])
     confusion = np.sum([np.array(m["confusion"]) for m in per_fold], axis=0)
     summary = {

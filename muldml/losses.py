@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from muldml.backend_torch import torch_triplet_loss
+from muldml.distributed import distributed_world, gather_rows
 from muldml.outputs import TripletLossOutput
 from muldml.reference import reference_triplet_loss
 
@@ -195,6 +196,7 @@ class MultiThresholdTripletLoss(nn.Module):
         backend: str = "auto",
         precision: str = "tf32",
         check_finite: bool | None = None,
+        all_gather: bool | None = None,
     ) -> None:
         super().__init__()
         margin_vec = _as_vector(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
@@ -207,6 +209,8 @@ class MultiThresholdTripletLoss(nn.Module):
         self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
         self.lam = 0.5 / self.num_slices if lam is None else float(lam)
         self.backend, self.precision, self.check_finite = backend, precision, check_finite
+        # Mine over the global batch of all processes (muldml.distributed); None: when distributed.
+        self.all_gather = all_gather
         self.last_output: TripletLossOutput | None = None
         # Margins and weights per (device, dtype), made once: no host-to-device copy per step.
         self._vectors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -218,6 +222,8 @@ class MultiThresholdTripletLoss(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """embeddings: (B, N·d); labels: (B,). Returns the scalar loss."""
         _check_inputs(embeddings, labels, self.num_slices, self.slice_dim, self.check_finite)
+        if self.all_gather is not False and distributed_world() > 1:
+            embeddings, labels = gather_rows(embeddings), gather_rows(labels)
         key = (embeddings.device, _compute_dtype(embeddings, self.backend))
         if key not in self._vectors:
             self._vectors[key] = (torch.tensor(self.margins, dtype=key[1]).to(key[0]),

@@ -1,4 +1,12 @@
-"""Batch samplers for batch-hard mining."""
+"""Batch samplers: P×K batches for batch-hard mining, and global batches shared out to the
+processes of a distributed run with one augmentation seed per image.
+
+Every process draws the same global batches from a generator seeded alike, keeps its own
+contiguous share (B / world images) and augments each image from the image's own seed. So
+the images of a global batch, crops and flips included, are the same for any number of
+processes and any number of loader workers: a run resumed with another world size that
+keeps the global batch sees the same data.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -54,3 +62,53 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
                     pick = torch.randint(len(members), (need,), generator=self.generator)
                 batch += members[pick].tolist()
             yield batch
+
+
+def random_batches(num_samples: int, batch_size: int, generator: torch.Generator,
+                   drop_last: bool) -> torch.utils.data.BatchSampler:
+    """Global batches of a random permutation (each image once per epoch)."""
+    return torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(range(num_samples), generator=generator),
+                                         batch_size, drop_last)
+
+
+class ShardedBatches(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    """This process's share of each global batch, as (index, augmentation seed) keys.
+
+    The global batch is shuffled (so P×K class blocks spread over processes), every image
+    gets a seed, and process `rank` of `world` keeps the rank-th contiguous share. A global
+    batch must split evenly (UserError otherwise).
+    """
+
+    def __init__(self, batches, generator: torch.Generator, rank: int = 0, world: int = 1) -> None:
+        self.batches, self.generator, self.rank, self.world = batches, generator, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.batches:
+            if len(batch) % self.world:
+                raise UserError(f"a batch of {len(batch)} images does not split over {self.world} processes")
+            order = torch.randperm(len(batch), generator=self.generator).tolist()
+            seeds = torch.randint(1 << 62, (len(batch),), generator=self.generator).tolist()
+            share = len(batch) // self.world
+            keys = [(batch[i], seed) for i, seed in zip(order, seeds)]
+            yield keys[self.rank * share : (self.rank + 1) * share]
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Items keyed by (index, seed): the wrapped item, drawn with torch's RNG seeded by `seed`
+    (the caller's RNG is left as it was). Makes augmentation independent of which process
+    or loader worker loads the image."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]

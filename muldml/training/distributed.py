@@ -1,12 +1,21 @@
-"""Devices and processes: which device a process trains on, and which process speaks.
+"""Devices and processes: which device each process trains on, the process group under
+torchrun, and the helpers that let rank 0 speak for the run.
 
-A single process is rank 0 of a world of one; under torchrun (phase of multi-process
-training) every helper here answers for the calling process.
+Launch: ``torchrun --nproc-per-node K -m muldml train …``. torchrun sets RANK, WORLD_SIZE
+and LOCAL_RANK; ``setup`` then joins the default process group (nccl on CUDA, gloo on the
+CPU) and gives process r the device cuda:LOCAL_RANK. A plain run is rank 0 of a world of 1.
+An elastic restart (torchrun --max-restarts) starts every process again with the same
+command; TORCHELASTIC_RESTART_COUNT > 0 then makes the run resume from its checkpoint.
 """
 from __future__ import annotations
 
-import torch
+import os
+from dataclasses import dataclass
 
+import torch
+import torch.distributed as dist
+
+from muldml.distributed import distributed_world
 from muldml.errors import UserError
 
 
@@ -25,15 +34,79 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass
+class Processes:
+    """This process's place in the run: rank, world size, its device, and whether `setup`
+    created the process group (and so must destroy it)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 for a plain run), valid outside the group."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def restart_count() -> int:
+    """How often torchrun restarted this run's processes (0 for a first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
+
+def setup(device_name: str) -> Processes:
+    """Join the process group when launched by torchrun (or use the one already set up)
+    and pick this process's device. Raises UserError for devices that do not exist."""
+    device = resolve_device(device_name)
+    if distributed_world() > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        owns = False
+    elif launched_by_torchrun():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+        rank, world, owns = dist.get_rank(), dist.get_world_size(), True
+    else:
+        return Processes(0, 1, device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return Processes(rank, world, device, owns)
+
+
+def teardown(processes: Processes) -> None:
+    if processes.owns_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if distributed_world() > 1:
+        dist.barrier()
+
+
+def sum_over_processes(values: list[float]) -> list[float]:
+    """Element-wise sum of `values` over all processes (the values themselves in a world of 1)."""
+    if distributed_world() == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
 def is_main() -> bool:
     """True in the process that logs, writes checkpoints and reports (rank 0)."""
-    return rank() == 0
-
-
-def rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-
-
-def world_size() -> int:
-    return (torch.distributed.get_world_size()
-            if torch.distributed.is_available() and torch.distributed.is_initialized() else 1)
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

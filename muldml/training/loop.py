@@ -1,15 +1,30 @@
 """The epoch step: forward, loss (softmax + λ·Σ_i w_i·triplet_i, Eq. 9), backward, update,
-and the per-epoch meters written to history.csv."""
+with mixed precision and gradient caching, and the per-epoch meters of history.csv.
+
+Gradient caching (Gao et al., "Scaling deep contrastive learning batch size under memory
+limited setup", 2021) trains a batch larger than memory holds activations for:
+  1. embed the batch chunk by chunk without autograd, remembering each chunk's RNG state;
+  2. compute the loss on the whole batch's embeddings and logits (leaf tensors) and
+     backpropagate it to them: dL/d(embedding), dL/d(logits);
+  3. re-run each chunk with autograd, the RNG restored so dropout draws the same masks,
+     and backpropagate the cached gradient through it.
+Parameter gradients equal plain training on the whole batch when the network has no
+cross-sample coupling: BatchNorm in train mode normalises each chunk by the chunk's own
+statistics (as DDP does per process), so it is exact with frozen BatchNorm statistics.
+"""
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from muldml.losses import MultiThresholdTripletLoss
-from muldml.model import MulDMLNet, vote
+from muldml.model import vote
 from muldml.outputs import TripletLossOutput
 
 
@@ -21,13 +36,125 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class Precision:
+    """Mixed precision of a step: autocast dtype (None: fp32) and, for fp16, a GradScaler."""
+
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+@dataclass
+class StepOutput:
+    """One step's loss (scalar, detached), cross-entropy, triplet diagnostics and logits."""
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    triplet: TripletLossOutput | None
+    logits: torch.Tensor
+
+
+def _loss(triplet_loss, embedding, logits, labels) -> tuple[torch.Tensor, torch.Tensor, TripletLossOutput | None]:
+    ce = cross_entropy(logits.float(), labels)
+    if triplet_loss is None:
+        return ce, ce, None
+    return ce + triplet_loss(embedding, labels), ce, triplet_loss.last_output
+
+
+def _rng_snapshot(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _rng_restore(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _norm_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) of every normalisation layer's running statistics."""
+    return [(b, b.detach().clone()) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+            for b in m.buffers()]
+
+
+def train_step(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None, images: torch.Tensor,
+               labels: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision | None = None,
+               chunk: int | None = None) -> StepOutput:
+    """One optimisation step on a batch: images (B, C, H, W), labels (B,).
+
+    chunk: gradient caching with chunks of this many images (None: one plain pass).
+    Under DDP ``model`` is the DistributedDataParallel wrapper; with chunks, gradients are
+    synchronised once, after the last chunk.
+    """
+    precision = precision or Precision()
+    optimizer.zero_grad(set_to_none=True)
+    if chunk is None or chunk >= len(images):
+        with precision.autocast(images.device):
+            out = model(images)
+            loss, ce, triplet = _loss(triplet_loss, out.embedding, out.logits, labels)
+        _backward(loss, precision)
+        logits = out.logits.detach()
+    else:
+        loss, ce, triplet, logits = _cached_backward(model, triplet_loss, images, labels, precision, chunk)
+    if precision.scaler is not None:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    return StepOutput(loss.detach(), ce.detach(), triplet, logits)
+
+
+def _backward(loss: torch.Tensor, precision: Precision) -> None:
+    (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
+
+
+def _cached_backward(model, triplet_loss, images, labels, precision, chunk):
+    device = images.device
+    chunks = images.split(chunk)
+    saved = _norm_buffers(model)  # pass 1 must not move running statistics: pass 2 does
+    states, embeddings, logits = [], [], []
+    with torch.no_grad():
+        for x in chunks:
+            states.append(_rng_snapshot(device))
+            with precision.autocast(device):
+                out = model(x)
+            embeddings.append(out.embedding)
+            logits.append(out.logits)
+    for buffer, copy in saved:
+        buffer.copy_(copy)
+    embedding = torch.cat(embeddings).requires_grad_()
+    logit = torch.cat(logits, dim=-2).requires_grad_()  # batch is dim -2 of (B, C) and (N, B, C)
+    with precision.autocast(device):
+        loss, ce, triplet = _loss(triplet_loss, embedding, logit, labels)
+    _backward(loss, precision)
+    start = 0
+    for i, x in enumerate(chunks):
+        rows = slice(start, start + len(x))
+        start += len(x)
+        _rng_restore(states[i], device)  # dropout draws pass 1's masks again
+        last = i == len(chunks) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with precision.autocast(device):
+                out = model(x)
+            surrogate = (out.logits * logit.grad[..., rows, :]).sum()
+            if embedding.grad is not None:
+                surrogate = surrogate + (out.embedding * embedding.grad[rows]).sum()
+            surrogate.backward()
+    return loss, ce, triplet, logit.detach()
+
+
+@dataclass
 class Meter:
     """Sums over an epoch of the quantities logged per epoch.
 
     Per-slice triplet losses are means over the epoch's triplets: each batch's loss_i is
     weighted by its K (anchors with a positive and a negative), so batches without a
     triplet do not pull the mean towards 0. The active fraction is active hinge terms
-    over all hinge terms of the epoch.
+    over all hinge terms of the epoch. Under DDP the triplet output is the global batch's
+    (the same on every process); sample counts are reduced over processes by ``reduce``.
     """
 
     num_slices: int
@@ -36,6 +163,7 @@ class Meter:
     ce: float = 0.0
     triplets: int = 0  # Σ K over batches
     terms: int = 0  # Σ hinge terms (K, or 2K for the dual loss)
+    seconds: float = 0.0
     triplet: list[float] = field(default_factory=list)
     active: list[int] = field(default_factory=list)
 
@@ -56,6 +184,11 @@ class Meter:
                 self.triplet[i] += loss * k
                 self.active[i] += active
 
+    def reduce(self, sum_over_processes) -> None:
+        """Sum samples, correct and cross-entropy over processes (a callable on a list of floats)."""
+        self.samples, self.correct, self.ce = sum_over_processes([self.samples, self.correct, self.ce])
+        self.samples, self.correct = int(self.samples), int(self.correct)
+
     def row(self, prefix: str) -> dict[str, float]:
         """Plain floats (checkpoints hold no numpy objects)."""
         n = max(self.samples, 1)
@@ -66,28 +199,37 @@ class Meter:
         return row
 
 
-def run_epoch(model: MulDMLNet, triplet_loss: MultiThresholdTripletLoss | None, loader: Iterable,
-              device: torch.device, optimizer: torch.optim.Optimizer | None = None, progress=None) -> Meter:
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def run_epoch(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None, loader: Iterable,
+              device: torch.device, optimizer: torch.optim.Optimizer | None = None, progress=None,
+              precision: Precision | None = None, chunk: int | None = None, channels_last: bool = False) -> Meter:
     """One pass over `loader` of (images (B, C, H, W), labels (B,)): trains when an
-    optimiser is given, else evaluates. Returns the epoch's meter."""
+    optimiser is given, else evaluates. Returns the epoch's meter (seconds: training time)."""
+    precision = precision or Precision()
     training = optimizer is not None
     model.train(training)
     meter = Meter(triplet_loss.num_slices if triplet_loss else 0)
-    with torch.set_grad_enabled(training):
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            out = model(images)
-            ce = cross_entropy(out.logits, labels)
-            loss, triplet = ce, None
-            if triplet_loss is not None:
-                loss = loss + triplet_loss(out.embedding, labels)
-                triplet = triplet_loss.last_output
-            if training:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            meter.add(out.logits, labels, ce.detach(), triplet)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{float(loss.detach()):.3f}", acc=f"{meter.correct / meter.samples:.2f}")
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = _to_device(images, labels, device, channels_last)
+        if training:
+            step = train_step(model, triplet_loss, images, labels, optimizer, precision, chunk)
+        else:
+            with torch.no_grad(), precision.autocast(device):
+                out = model(images)
+                loss, ce, triplet = _loss(triplet_loss, out.embedding, out.logits, labels)
+            step = StepOutput(loss, ce, triplet, out.logits)
+        meter.add(step.logits, labels, step.ce, step.triplet)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(step.loss):.3f}", acc=f"{meter.correct / meter.samples:.2f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    meter.seconds = time.perf_counter() - start
     return meter
