@@ -1,129 +1,252 @@
-"""One-command GPU sweep of the multi-threshold triplet loss against its peers.
+"""One-command GPU sweep of the multi-threshold triplet loss against its peers and floors.
 
-    python bench/gpu_sweep.py                 # on a CUDA machine: B = 96 … 65,536
-    python bench/gpu_sweep.py --device cpu --batches 32,64 --repeats 2   # smoke run
+    python3 bench/gpu_sweep.py            # on a CUDA machine, B = 96 … 65,536, about 5 minutes on an H200
+    python3 bench/gpu_sweep.py --quick    # B = 96, 2048, 8192, 3 repeats: a minute
+    TRITON_INTERPRET=1 python3 bench/gpu_sweep.py --device cpu --batches 64 --repeats 1   # smoke run
 
-For each batch size B (N = 7 slices of d = 256 unless told otherwise) and each method it
-measures the median milliseconds of forward, backward and forward+backward, the peak
-memory beyond the inputs, and for the fused kernel the achieved TFLOP/s of its distance
-part (2·N·B²·d flops per forward). It checks the kernel against the torch backend first,
-prints a table and writes <card>.json and <card>.png under $OUT (else bench/results/).
+N = 7 slices of d = 256 (unless told otherwise), traditional loss for every method (PML has
+no dual term). First the fused kernel is checked at each mining precision against the
+float64 reference at B = 512: valid triplets, hardest within the precision's slack, loss
+and gradient equal at those triplets; a mismatch fails the run (exit 1) before any timing.
+Then for each B and method: median ms of forward, backward and forward + backward over
+`--repeats` runs timed with CUDA events, the L2 cache flushed (a 256 MiB write) before each
+run so that no run starts with its inputs cached; peak memory beyond the inputs; the
+fused kernel at B = 96 also replayed as a CUDA graph (the host path dominates there).
+Floors: the N Gram matrices E_i·E_iᵀ in cuBLAS, forward only, in TF32 and in bf16.
 
-GPU targets: ≥ 20× faster than the PML loop at B = 96, ≥ 5× faster than the vectorised
-torch version at B = 8192, and B = 65,536 with N·d = 1,792 runs.
+Every method's arithmetic precision is recorded: torch's fp32 matmuls are IEEE fp32 here
+(TF32 is switched on only inside the TF32 floor). Output: a table, the ratio of every
+triton precision to every peer and floor, the targets met or missed and by how much, and
+<card>.json + <card>.png under bench/results/ (or --out), written atomically.
+
+Targets (N = 7, d = 256): forward ≤ 1.3× the TF32 Gram floor at B ≥ 8192; forward +
+backward ≥ 5× faster than the vectorised peer at B = 8192 and ≥ 20× faster than the PML
+loop at B = 96; B = 65,536 runs (peak extra memory reported).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
 
 import peers  # noqa: E402
 from muldml import io as atomic  # noqa: E402
-from muldml.losses import multi_threshold_triplet_loss, threshold_range  # noqa: E402
+from muldml.losses import MultiThresholdTripletLoss, multi_threshold_triplet_loss, threshold_range  # noqa: E402
+from muldml.reference import reference_triplet_loss  # noqa: E402
 
-DEFAULT_BATCHES = [96, 512, 2048, 8192, 32768, 65536]
-# Largest B each method is run at: beyond, the (N, B, B) matrices or Python loops don't fit
-# the card or the time budget of one sweep.
-MAX_BATCH = {"reference": 8192, "pml-loop": 8192, "vectorised": 16384, "torch-compile": 8192}
+PRECISIONS = ("tf32", "tf32x3", "bf16")
+FULL_BATCHES = [96, 512, 2048, 8192, 32768, 65536]
+QUICK_BATCHES = [96, 2048, 8192]
+# Largest B each method runs at: beyond, its (N, B, B) matrices, Python loops or naive
+# distance kernels do not fit the card or the sweep's time budget.
+MAX_BATCH = {"reference": 2048, "pml-loop": 8192, "vectorised": 16384, "torch-compile": 8192}
+# Arithmetic of each method's distance products (torch leaves TF32 off for fp32 matmuls).
+METHOD_PRECISION = {
+    **{f"triton-{p}": f"{p} mining, fp32 hinge" for p in PRECISIONS},
+    "torch-backend": "fp32", "reference": "fp64 loop (fp32 input)", "pml-loop": "fp32",
+    "vectorised": "fp32", "torch-compile": "fp32", "gram-tf32": "tf32", "gram-bf16": "bf16",
+}
+FLOORS = ("gram-tf32", "gram-bf16")
+UNIT_ROUNDOFF = {"tf32": 2.0**-11, "tf32x3": 2.0**-21, "bf16": 2.0**-8}
+
+
+def import_kernels() -> None:
+    """Make muldml.kernels importable from an uninstalled checkout, as setup.py maps it."""
+    if importlib.util.find_spec("muldml.kernels") is not None:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "muldml.kernels", REPO / "kernels" / "__init__.py", submodule_search_locations=[str(REPO / "kernels")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["muldml.kernels"] = module
+    spec.loader.exec_module(module)
 
 
 def methods(margins: list[float], slice_dim: int) -> dict:
     tau = torch.tensor(margins)
 
     def ours(backend, **kw):
-        return lambda x, y: multi_threshold_triplet_loss(x, y, margins, slice_dim, dual=False, backend=backend, **kw).loss
+        # The module keeps its margins on the device: no host copy per call, CUDA-graph capturable.
+        return MultiThresholdTripletLoss(margins=margins, slice_dim=slice_dim, dual=False, backend=backend, **kw)
 
-    return {
-        "triton-ieee": ours("triton", precision="ieee"),
-        "triton-tf32": ours("triton", precision="tf32"),
+    table = {f"triton-{p}": ours("triton", precision=p) for p in PRECISIONS}
+    table.update({
         "torch-backend": ours("torch"),
         "reference": ours("reference"),
         "pml-loop": lambda x, y: peers.pml_loop(x, y, margins, slice_dim),
         "vectorised": lambda x, y: peers.vectorised(x, y, tau.to(x.device), slice_dim),
         "torch-compile": lambda x, y: peers.compiled()(x, y, tau.to(x.device), slice_dim),
-    }
+        "gram-tf32": lambda x, y: peers.gram_matrices(x, len(margins), slice_dim, "tf32"),
+        "gram-bf16": lambda x, y: peers.gram_matrices(x, len(margins), slice_dim, "bf16"),
+    })
+    return table
 
 
 class Timer:
-    """Median wall time of a callable in ms, synchronising the device around each call."""
+    """Median ms of a callable; on CUDA timed with events, the L2 cache flushed before each run."""
 
     def __init__(self, device: str, repeats: int):
         self.device, self.repeats = device, repeats
-
-    def sync(self):
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        self.flush_buffer = torch.empty(64 * 2**20, dtype=torch.int32, device=device) if device == "cuda" else None
 
     def __call__(self, fn) -> float:
-        fn()  # warm-up (compilation, autotuning, allocator)
+        fn()  # warm-up: compilation, autotuning, allocator
         times = []
         for _ in range(self.repeats):
-            self.sync()
-            start = time.perf_counter()
-            fn()
-            self.sync()
-            times.append((time.perf_counter() - start) * 1e3)
+            if self.device == "cuda":
+                self.flush_buffer.zero_()  # 256 MiB: evicts the inputs from the 50–60 MiB L2
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
 
-def measure(fn, x, labels, timer: Timer) -> dict:
-    """Forward, backward (graph retained) and full ms; peak extra memory in MiB."""
-    def forward():
-        return fn(x, labels)
-
-    def full():
-        x.grad = None
-        fn(x, labels).backward()
-
-    result = {"forward_ms": timer(forward)}
-    loss = forward()
-    result["backward_ms"] = timer(lambda: torch.autograd.grad(loss, x, retain_graph=True))
-    del loss
+def measure(fn, x, labels, timer: Timer, forward_only: bool) -> dict:
+    """Forward, backward (graph retained) and full ms; peak memory beyond the inputs in MiB."""
+    result = {"forward_ms": timer(lambda: fn(x, labels))}
     if timer.device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        full()
+    if forward_only:
+        fn(x, labels)
+    else:
+        loss = fn(x, labels)
+        result["backward_ms"] = timer(lambda: torch.autograd.grad(loss, x, retain_graph=True))
+        del loss
+
+        def full():
+            x.grad = None
+            fn(x, labels).backward()
+
+        result["full_ms"] = timer(full)
+    if timer.device == "cuda":
         torch.cuda.synchronize()
         result["peak_extra_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    result["full_ms"] = timer(full)
     return result
 
 
-def check_kernel(device: str, margins: list[float], slice_dim: int) -> dict:
-    """The fused kernel against the torch backend on this device (B = 512)."""
+def graph_full_ms(fn, x, labels, timer: Timer) -> float:
+    """Forward + backward captured once as a CUDA graph, then replayed: the launch floor."""
+    static_x = x.detach().clone().requires_grad_(True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # warm-up outside the graph: autotuning and allocations
+            static_x.grad = None
+            fn(static_x, labels).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    static_x.grad = None
+    with torch.cuda.graph(graph):
+        fn(static_x, labels).backward()
+    return timer(graph.replay)
+
+
+def check_kernel(device: str, margins: list[float], slice_dim: int, batch: int = 512) -> dict:
+    """Each mining precision against the float64 reference at the triplets it chose."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(512, len(margins) * slice_dim, generator=gen).to(device)
-    labels = torch.randint(0, 7, (512,), generator=gen).to(device)
-    out = {}
-    for backend in ("triton", "torch"):
+    x = torch.randn(batch, len(margins) * slice_dim, generator=gen).to(device)
+    labels = torch.randint(0, 7, (batch,), generator=gen).to(device)
+    x64 = x.double()
+    slices = x64.reshape(batch, len(margins), slice_dim).transpose(0, 1)
+    slices = torch.nn.functional.normalize(slices, dim=2)
+    sq = torch.cdist(slices, slices, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    centred = slices - slices.mean(1, keepdim=True)
+    radius_sq = (centred * centred).sum(2).amax(1)  # (N,)
+    tau = torch.tensor(margins, dtype=torch.float64, device=device)
+    best = reference_triplet_loss(x64, labels, tau, slice_dim, dual=False)
+    report = {}
+    for precision in PRECISIONS:
         xx = x.clone().requires_grad_(True)
-        o = multi_threshold_triplet_loss(xx, labels, margins, slice_dim, backend=backend)
-        o.loss.backward()
-        out[backend] = (o, xx.grad)
-    (ot, gt), (oc, gc) = out["triton"], out["torch"]
-    return {
-        "loss_rel_err": abs(float(ot.loss.detach()) - float(oc.loss.detach())) / max(abs(float(oc.loss.detach())), 1e-12),
-        "grad_rel_err": float((gt - gc).norm() / gc.norm().clamp_min(1e-12)),
-        "same_pos_idx": bool(torch.equal(ot.pos_idx, oc.pos_idx)),
-        "same_neg_idx": bool(torch.equal(ot.neg_idx, oc.neg_idx)),
-    }
+        out = multi_threshold_triplet_loss(xx, labels, margins, slice_dim, dual=False, backend="triton",
+                                           precision=precision)
+        (grad,) = torch.autograd.grad(out.loss, xx)
+        ref_x = x64.clone().requires_grad_(True)
+        ref = reference_triplet_loss(ref_x, labels, tau, slice_dim, dual=False, indices=(out.pos_idx, out.neg_idx))
+        (ref_grad,) = torch.autograd.grad(ref.loss, ref_x)
+        pos, neg, valid = out.pos_idx, out.neg_idx, out.pos_idx >= 0
+        slack = (4 * UNIT_ROUNDOFF[precision] + slice_dim * 2.0**-23) * 2 * radius_sq[:, None]
+        chosen_p, best_p = sq.gather(2, pos.clamp_min(0)[..., None])[..., 0], sq.gather(2, best.pos_idx.clamp_min(0)[..., None])[..., 0]
+        chosen_n, best_n = sq.gather(2, neg.clamp_min(0)[..., None])[..., 0], sq.gather(2, best.neg_idx.clamp_min(0)[..., None])[..., 0]
+        a = torch.arange(batch, device=device).expand_as(pos)
+        result = {
+            "same_valid_anchors": bool(torch.equal(valid, best.pos_idx >= 0)),
+            "triplets_valid": bool(((labels[pos.clamp_min(0)] == labels[a]) & (pos != a) & (labels[neg.clamp_min(0)] != labels[a]))[valid].all()),
+            "hardest_within_slack": bool(((chosen_p >= best_p - slack) & (chosen_n <= best_n + slack))[valid].all()),
+            "indices_equal_fraction": float(((pos == best.pos_idx) & (neg == best.neg_idx))[valid].double().mean()),
+            "loss_rel_err": abs(float(out.loss) - float(ref.loss)) / max(abs(float(ref.loss)), 1e-12),
+            "grad_rel_err": float((grad.double() - ref_grad).norm() / ref_grad.norm().clamp_min(1e-12)),
+        }
+        result["ok"] = (result["same_valid_anchors"] and result["triplets_valid"] and result["hardest_within_slack"]
+                        and result["loss_rel_err"] < 1e-4 and result["grad_rel_err"] < 1e-3)
+        report[precision] = result
+    return report
 
 
 def card_name(device: str) -> str:
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu-{os.cpu_count()}cores"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Time of every peer and floor over each triton precision's, per B and phase (> 1: triton faster)."""
+    out = []
+    by = {(r["batch"], r["method"]): r for r in rows}
+    for (batch, method), r in by.items():
+        if not method.startswith("triton-"):
+            continue
+        for (b2, other), o in by.items():
+            if b2 != batch or other == method:
+                continue
+            for phase in ("forward_ms", "full_ms", "graph_full_ms"):
+                if phase in r and phase in o:
+                    out.append({"batch": batch, "triton": method, "versus": other, "phase": phase,
+                                "versus_precision": METHOD_PRECISION[other], "ratio": o[phase] / r[phase]})
+    return out
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The issue's targets, met or missed, with the numbers behind them."""
+    by = {(r["batch"], r["method"]): r for r in rows}
+    found = []
+    for p in PRECISIONS:
+        t = f"triton-{p}"
+        for batch in sorted({r["batch"] for r in rows if r["batch"] >= 8192}):
+            if "forward_ms" in by.get((batch, t), {}) and "forward_ms" in by.get((batch, "gram-tf32"), {}):
+                x = by[(batch, t)]["forward_ms"] / by[(batch, "gram-tf32")]["forward_ms"]
+                found.append({"target": f"forward <= 1.3x TF32 Gram at B={batch}", "method": t, "value": x, "met": x <= 1.3})
+        for batch, peer, need, phase in ((8192, "vectorised", 5, "full_ms"), (96, "pml-loop", 20, "full_ms"),
+                                         (96, "pml-loop", 20, "graph_full_ms")):
+            mine, theirs = by.get((batch, t), {}), by.get((batch, peer), {})
+            if phase in mine and "full_ms" in theirs:
+                x = theirs["full_ms"] / mine[phase]
+                found.append({"target": f"{phase} >= {need}x faster than {peer} at B={batch}", "method": t,
+                              "value": x, "met": x >= need})
+        big = by.get((65536, t), {})
+        if big:
+            found.append({"target": "B=65536 runs", "method": t, "value": big.get("peak_extra_mib"),
+                          "met": "full_ms" in big})
+    return found
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -132,32 +255,48 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        pts = [(r["batch"], r["full_ms"]) for r in rows if r["method"] == method and "full_ms" in r]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("forward + backward, median ms")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, phase, label in ((axes[0], "forward_ms", "forward"), (axes[1], "full_ms", "forward + backward")):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = [(r["batch"], r[phase]) for r in rows if r["method"] == method and phase in r]
+            if pts:
+                style = "--" if method in FLOORS else "-"
+                ax.plot(*zip(*pts), style, marker="o", label=f"{method} ({METHOD_PRECISION[method]})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(f"{label}, median ms")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     atomic.save_figure(path, fig)
     plt.close(fig)
 
 
+@contextmanager
+def fp32_matmuls_ieee():
+    """Peers run with torch's defaults: fp32 matmuls in IEEE fp32, not TF32."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
+    parser.add_argument("--quick", action="store_true", help=f"B = {QUICK_BATCHES}, 3 repeats")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     parser.add_argument("--slice-dim", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"))
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 10, quick 3)")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="skip what is left after this many seconds")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args(argv)
+    import_kernels()
 
     margins = threshold_range()
     table = methods(margins, args.slice_dim)
@@ -165,35 +304,48 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(chosen) - set(table)
     if unknown:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
-    if args.device == "cpu" and any(m.startswith("triton") for m in chosen) and os.environ.get("TRITON_INTERPRET") != "1":
-        parser.error("triton methods on CPU need TRITON_INTERPRET=1 (Triton's interpreter)")
-    timer = Timer(args.device, args.repeats)
-    card = card_name(args.device)
+    if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        parser.error("on the CPU the triton methods need TRITON_INTERPRET=1 (Triton's interpreter)")
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else (QUICK_BATCHES if args.quick else FULL_BATCHES)
+    repeats = args.repeats or (3 if args.quick else 10)
+    timer = Timer(args.device, repeats)
+    card = card_name(args.device) + ("-quick" if args.quick else "")
+    started = time.perf_counter()
     report = {
-        "card": card, "device": args.device, "torch": torch.__version__,
-        "slices": len(margins), "slice_dim": args.slice_dim, "loss": "traditional (as PML)", "rows": [],
+        "card": card, "device": args.device, "torch": torch.__version__, "slices": len(margins),
+        "slice_dim": args.slice_dim, "loss": "traditional (as PML)", "repeats": repeats,
+        "timing": "CUDA events, L2 flushed (256 MiB write) before each run" if args.device == "cuda" else "wall clock",
+        "method_precision": METHOD_PRECISION, "rows": [],
     }
-    try:
-        import triton
+    import triton
 
-        report["triton"] = triton.__version__
-    except ImportError:
-        pass
-    if any(m.startswith("triton") for m in chosen):
+    report["triton"] = triton.__version__
+    with fp32_matmuls_ieee():
         report["kernel_check_B512"] = check_kernel(args.device, margins, args.slice_dim)
-        print("kernel vs torch backend at B=512:", report["kernel_check_B512"], flush=True)
+    print("kernel vs float64 reference at B=512:", json.dumps(report["kernel_check_B512"]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not all(r["ok"] for r in report["kernel_check_B512"].values()):
+        atomic.write_json(out / f"{card}-failed-check.json", report)
+        print(f"kernel check failed: see {out / f'{card}-failed-check.json'}; no timings taken", file=sys.stderr)
+        return 1
 
-    for batch in map(int, args.batches.split(",")):
+    for batch in batches:
         gen = torch.Generator().manual_seed(batch)
         x = torch.randn(batch, len(margins) * args.slice_dim, generator=gen).to(args.device).requires_grad_(True)
         labels = torch.randint(0, 7, (batch,), generator=gen).to(args.device)
         for method in chosen:
-            row = {"batch": batch, "method": method}
+            row = {"batch": batch, "method": method, "precision": METHOD_PRECISION[method]}
             if batch > MAX_BATCH.get(method, batch):
                 row["skipped"] = f"B > {MAX_BATCH[method]}"
+            elif time.perf_counter() - started > args.budget_s:
+                row["skipped"] = f"time budget of {args.budget_s:.0f} s spent"
             else:
                 try:
-                    row.update(measure(table[method], x, labels, timer))
+                    with fp32_matmuls_ieee():
+                        row.update(measure(table[method], x, labels, timer, forward_only=method in FLOORS))
+                        if batch == 96 and method.startswith("triton") and args.device == "cuda":
+                            row["graph_full_ms"] = graph_full_ms(table[method], x, labels, timer)
                 except torch.OutOfMemoryError:
                     row["skipped"] = "out of memory"
                 except ImportError as e:  # a peer's package missing on this machine
@@ -208,30 +360,23 @@ def main(argv: list[str] | None = None) -> int:
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
 
-    # Speed-ups of the fused kernel (exact mining) over each peer, forward + backward.
-    fast = {r["batch"]: r["full_ms"] for r in report["rows"] if r["method"] == "triton-ieee" and "full_ms" in r}
+    report["ratios"] = ratios(report["rows"])
+    report["targets"] = targets(report["rows"])
+    report["seconds"] = time.perf_counter() - started
+    print(f"{'B':>6} {'method':>14} {'precision':>24} {'fwd ms':>9} {'bwd ms':>9} {'full ms':>9} {'graph':>8} {'MiB':>8}")
     for r in report["rows"]:
-        if r["batch"] in fast and "full_ms" in r:
-            r["speedup_of_triton_ieee"] = r["full_ms"] / fast[r["batch"]]
-
-    header = f"{'B':>6} {'method':>14} {'fwd ms':>9} {'bwd ms':>9} {'full ms':>9} {'MiB':>8} {'x triton':>9}"
-    print(header)
-    for r in report["rows"]:
-        if "full_ms" not in r:
+        if "forward_ms" not in r:
             print(f"{r['batch']:>6} {r['method']:>14}   skipped: {r['skipped']}")
             continue
-        print(f"{r['batch']:>6} {r['method']:>14} {r['forward_ms']:9.3f} {r['backward_ms']:9.3f} {r['full_ms']:9.3f} "
-              f"{r.get('peak_extra_mib', float('nan')):8.1f} {r.get('speedup_of_triton_ieee', float('nan')):9.2f}")
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{card}.json"
-    atomic.write_json(path, report)
-    try:
-        plot(report["rows"], out / f"{card}.png", f"multi-threshold triplet loss, N={len(margins)}, d={args.slice_dim}, {card}")
-        print(f"wrote {path} and {path.with_suffix('.png')}")
-    except ImportError:
-        print(f"wrote {path} (matplotlib not installed: no plot)")
+        print(f"{r['batch']:>6} {r['method']:>14} {r['precision']:>24} {r['forward_ms']:9.3f} "
+              f"{r.get('backward_ms', float('nan')):9.3f} {r.get('full_ms', float('nan')):9.3f} "
+              f"{r.get('graph_full_ms', float('nan')):8.3f} {r.get('peak_extra_mib', float('nan')):8.1f}")
+    for t in report["targets"]:
+        print(f"{'MET ' if t['met'] else 'MISS'} {t['method']:>14}: {t['target']}: {t['value']}")
+    atomic.write_json(out / f"{card}.json", report)
+    plot(report["rows"], out / f"{card}.png",
+         f"multi-threshold triplet loss, N={len(margins)}, d={args.slice_dim}, {card}")
+    print(f"wrote {out / f'{card}.json'} and {out / f'{card}.png'} in {report['seconds']:.0f} s")
     return 0
 
 

@@ -4,7 +4,9 @@
   at a time (traditional loss only: PML has no dual term).
 - ``vectorised``: plain PyTorch over all slices at once with full (N, B, B) distance
   matrices, autograd through cdist; ``compiled`` is the same under torch.compile.
-- ``gram_floor``: only the N Gram matrices E_i·E_iᵀ, the least any exact method computes.
+- ``gram_floor``: only the N Gram matrices E_i·E_iᵀ, summed (forward + backward: the CPU floor).
+- ``gram_matrices``: only the N Gram matrices in cuBLAS (TF32 or bf16), forward only: the
+  floor the GPU sweep holds the fused forward against.
 """
 from __future__ import annotations
 
@@ -55,6 +57,34 @@ def vectorised(
 def compiled():
     """``vectorised`` under torch.compile (built once per process)."""
     return torch.compile(vectorised, dynamic=False)
+
+
+_BF16_COPIES: dict = {}
+
+
+def gram_matrices(x: torch.Tensor, num_slices: int, slice_dim: int, precision: str) -> torch.Tensor:
+    """Only the N Gram matrices E_i·E_iᵀ (2·N·B²·d flop), forward, no reduction: the least a
+    batch-hard miner computes. precision "tf32": fp32 operands with TF32 switched on for
+    this call; "bf16": a bf16 copy of x, made once per input outside the timed call.
+    Above 16 GiB of output the slices are multiplied one by one (same flop, one B×B at a time).
+    """
+    if precision == "bf16":
+        key = (x.data_ptr(), tuple(x.shape))
+        if key not in _BF16_COPIES:
+            _BF16_COPIES.clear()
+            _BF16_COPIES[key] = x.detach().to(torch.bfloat16)
+        x = _BF16_COPIES[key]
+    s = x.detach().reshape(x.shape[0], num_slices, slice_dim).transpose(0, 1)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        if num_slices * x.shape[0] ** 2 * s.element_size() <= 16 * 2**30:
+            return torch.bmm(s, s.transpose(1, 2))
+        for i in range(num_slices):
+            out = s[i] @ s[i].T
+        return out
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def gram_floor(x: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, slice_dim: int) -> torch.Tensor:

@@ -35,13 +35,25 @@ def test_peers_compute_the_same_loss_as_the_reference():
 
 def test_gpu_sweep_smoke_run_on_cpu(tmp_path):
     sweep = load("gpu_sweep")
-    methods = "triton-ieee,torch-backend,reference,pml-loop,vectorised"
+    methods = "triton-tf32,torch-backend,reference,pml-loop,vectorised,gram-tf32"
     assert sweep.main(["--device", "cpu", "--batches", "20,70", "--repeats", "1", "--slice-dim", "16",
                        "--methods", methods, "--out", str(tmp_path)]) == 0
     (report_path,) = tmp_path.glob("*.json")
     report = json.loads(report_path.read_text())
-    assert report["kernel_check_B512"]["grad_rel_err"] < 1e-4
+    check = report["kernel_check_B512"]
+    assert set(check) == {"tf32", "tf32x3", "bf16"} and all(c["ok"] and c["grad_rel_err"] < 1e-4 for c in check.values())
     rows = report["rows"]
-    assert len(rows) == 2 * 5 and all(r["full_ms"] > 0 for r in rows)
-    assert all(r["distance_tflops"] > 0 for r in rows if r["method"] == "triton-ieee")
+    assert len(rows) == 2 * 6 and all(r["forward_ms"] > 0 for r in rows)
+    assert all(r["full_ms"] > 0 for r in rows if r["method"] != "gram-tf32")
+    assert all(r["distance_tflops"] > 0 for r in rows if r["method"] == "triton-tf32")
+    assert {(r["versus"], r["phase"]) for r in report["ratios"] if r["batch"] == 70} >= {
+        ("pml-loop", "full_ms"), ("gram-tf32", "forward_ms")}
     assert report_path.with_suffix(".png").stat().st_size > 1000
+
+
+def test_gpu_sweep_fails_on_a_kernel_mismatch(tmp_path, monkeypatch):
+    sweep = load("gpu_sweep")
+    monkeypatch.setattr(sweep, "check_kernel", lambda *args: {"tf32": {"ok": False}})
+    assert sweep.main(["--device", "cpu", "--batches", "20", "--repeats", "1", "--slice-dim", "16",
+                       "--methods", "triton-tf32", "--out", str(tmp_path)]) == 1
+    assert [p.name for p in tmp_path.glob("*.json")] == ["cpu-%dcores-failed-check.json" % os.cpu_count()]
