@@ -3,13 +3,14 @@ optimised, saved in the checkpoint and restored on resume."""
 import pytest
 import torch
 
-from muldml.config import preset_config
+from muldml.config import Runtime, preset_config
 from muldml.data.folder import scan_folder
 from muldml.data.synthetic import write_demo_dataset
 from muldml.errors import UserError
 from muldml.training import fit, load_checkpoint
 
 SETTINGS = dict(epochs=2, image_size=24, batch_size=16, lr=1e-3)
+IN_PROCESS = Runtime(num_workers=0)  # the exact-resume guarantee is checked in one process
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,10 @@ def _cfg(preset, classes, **extra):
 def test_hist_parameters_train_and_resume_exactly(faces, tmp_path):
     samples, classes = faces
     cfg = _cfg("hist", classes)
-    whole = fit(cfg, samples, [], tmp_path / "whole", progress=False)
-    fit(cfg, samples, [], tmp_path / "halves", progress=False, stop_after=1)
+    whole = fit(cfg, samples, [], tmp_path / "whole", IN_PROCESS, progress=False)
+    fit(cfg, samples, [], tmp_path / "halves", IN_PROCESS, progress=False, stop_after=1)
     first = load_checkpoint(tmp_path / "halves")
-    halves = fit(cfg, samples, [], tmp_path / "halves", resume=True, progress=False)
+    halves = fit(cfg, samples, [], tmp_path / "halves", IN_PROCESS, resume=True, progress=False)
     assert set(whole["loss"]) == {"raw_means", "raw_log_vars", "raw_w1", "raw_b1", "raw_w2", "raw_b2"}
     for key, value in whole["loss"].items():
         assert not torch.equal(value, first["loss"][key]) or key == "raw_log_vars"  # they move
@@ -43,7 +44,7 @@ def test_hist_parameters_train_and_resume_exactly(faces, tmp_path):
 
 def test_circle_trains_without_loss_state(faces, tmp_path):
     samples, classes = faces
-    state = fit(_cfg("circle", classes), samples, [], tmp_path / "circle", progress=False)
+    state = fit(_cfg("circle", classes), samples, [], tmp_path / "circle", IN_PROCESS, progress=False)
     assert "loss" not in state and state["config"]["metric_loss"] == "circle"
     assert state["config"]["circle_m"] == 0.4 and state["config"]["circle_gamma"] == 80.0
 
