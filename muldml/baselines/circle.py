@@ -2,8 +2,9 @@
 S-Dual-Triplet network (one 256-d slice, softmax plus λ·loss).
 
 The loss itself is pytorch-metric-learning's ``CircleLoss`` (cosine similarity of the
-L2-normalised embeddings over every positive and negative pair in the batch), with its
-relaxation margin m and scale γ recorded in the run's config. Defaults m = 0.4, γ = 80: the
+L2-normalised embeddings over every positive and negative pair in the batch, averaged over
+the anchors whose loss is not zero: the library's default reducer), with its relaxation
+margin m and scale γ recorded in the run's config. Defaults m = 0.4, γ = 80: the
 library's, and the setting Sun et al. give for fine-grained image retrieval.
 """
 from __future__ import annotations
