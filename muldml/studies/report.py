@@ -55,8 +55,9 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     report = Report(f"{study.source}: {study.title}")
     report.paragraph(study.description)
     report.paragraph(f"Protocol: {ctx.protocol.description}. Seeds: {', '.join(map(str, ctx.seeds))}; each cell is "
-                     f"{len(ctx.protocol.folds) * len(ctx.seeds)} run(s) (folds × seeds), and accuracy is the "
-                     "final epoch's on the test images: no epoch, threshold or setting is chosen on them.")
+                     f"{len(ctx.protocol.folds) * len(ctx.seeds)} run(s) (folds × seeds), reported as mean ± sample "
+                     "standard deviation over them. Accuracy is the final epoch's on the test images: no epoch, "
+                     "threshold or setting is chosen on them.")
     if ctx.quick:
         report.paragraph(f"**Quick mode** ({len(ctx.protocol.folds)} fold(s), settings below): tiny images and one "
                          "epoch, to check the pipeline end to end. These numbers say nothing about the method; "
@@ -89,6 +90,14 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         report.table(["seed", "fold", "τ*", "source"], tau_rows)
         summary["tau_star"] = [dict(zip(("seed", "fold", "tau_star", "source"), r)) for r in tau_rows]
 
+    baselines = _baseline_settings(results)
+    if baselines:
+        report.heading("Baseline hyper-parameters")
+        report.paragraph("As trained (each run's config); λ multiplies the metric loss beside the softmax loss.")
+        report.table(["cell", "settings"], [[label, ", ".join(f"{k} = {v:g}" for k, v in values.items())]
+                                            for label, values in baselines.items()])
+        summary["baseline_settings"] = baselines
+
     if study.figure is None or study.figure in ("fig3",):
         figures.plot_accuracy([r["label"] for r in rows], [r["mean"] or 0 for r in rows], [r["std"] or 0 for r in rows],
                               [r["paper"] for r in rows], folder / "accuracy.png", f"{study.source}: {study.title}")
@@ -98,15 +107,31 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
 
     report.heading("Commands")
     report.paragraph(f"This report: `{ctx.command}`")
-    report.paragraph("Each run is a folder `runs/<run>/seed-<s>/<fold>` (checkpoint, history.csv, report.md with "
-                     "its confusion matrix and curves, result.json). Cells and their own settings on top of the "
-                     "common ones below:")
+    holds = ("history.csv and result.json; quick mode keeps no checkpoint (but those a figure reads) and writes no "
+             "per-run report" if ctx.quick else
+             "checkpoint, history.csv, report.md with its confusion matrix and curves, result.json")
+    report.paragraph(f"Each run is a folder `runs/<run>/seed-<s>/<fold>` ({holds}). Cells and their own settings on "
+                     "top of the common ones below:")
     report.table(["cell", "preset", "own settings", "run folder"],
                  [[r["label"], r["preset"], json.dumps(r["settings"], ensure_ascii=False),
                    ", ".join(f"`{(rel / run).as_posix()}`" for run in r["runs"])] for r in rows])
     report.settings(ctx.base, "Common settings")
     atomic.write_json(folder / "results.json", summary)
     return report.write(folder / "report.md")
+
+
+def _baseline_settings(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Per cell trained with a baseline's metric loss: its hyper-parameters and λ."""
+    out = {}
+    for label, runs in results.items():
+        cfg = runs[0]["config"]
+        kind = cfg.get("metric_loss", "triplet")
+        if kind == "triplet":
+            continue
+        values = {k: v for k, v in cfg.items() if k.startswith(f"{kind}_")}
+        values["lam"] = cfg["lam"] if cfg["lam"] is not None else 0.5 / cfg["num_slices"]
+        out[label] = values
+    return out
 
 
 def _tau_star_rows(ctx: StudyContext) -> list[list[Any]]:

@@ -222,9 +222,7 @@ def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int)
     tau = resolve_tau_star(ctx, fold, seed)[0] if cell.uses_tau_star else None
     cfg = ctx.config(cell, tau, seed)
     out = run_dir(ctx, cfg, fold, seed)
-    if out in ctx.done:
-        return ctx.done[out]
-    result = read_result(out)
+    result = ctx.done.get(out) or read_result(out)
     # A run trained for another study may lack what this one needs: the per-epoch rate of
     # incomplete judgements (fig6) or its weights (fig7, after a quick run removed them).
     lacking = result is not None and ((study.figure == "fig6" and not result.get("incomplete")) or

@@ -1,0 +1,73 @@
+"""`muldml study`: help lists every study; bad input is one line and exit 2; `all --quick` on
+the demo faces writes every report with the obtained and the paper's values, shares runs
+between studies and resumes without retraining."""
+import json
+import time
+
+import pytest
+
+from muldml.cli import main
+from muldml.studies import NAMES, STUDIES
+
+
+def test_help_lists_every_study(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for name in NAMES:
+        assert f"  {name} " in text
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--folds", "1"], "--folds must be >= 2"),
+    (["--lr", "-1"], "lr must be in"),
+    (["--split"], "--split needs data with an official split"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    assert main(["study", "table3", "--demo", "--quick", "--quiet", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.slow
+def test_all_quick_on_demo_faces(tmp_path):
+    out = tmp_path / "studies"
+    start = time.monotonic()
+    assert main(["study", "all", "--demo", "--quick", "--quiet", "--out", str(out), "--dataset", "ck+"]) == 0
+    print(f"study all --quick: {time.monotonic() - start:.0f} s")
+    for name, study in STUDIES.items():
+        report = (out / name / "report.md").read_text()
+        results = json.loads((out / name / "results.json").read_text())
+        assert results["kind"] == "cv" and results["folds"] == ["fold-01", "fold-02"]
+        assert len(results["rows"]) == len(study.cells)
+        for row in results["rows"]:
+            assert row["n"] == 2 and 0 <= row["mean"] <= 100  # two folds × one seed, obtained
+            assert row["paper"] is None  # no published accuracy is listed (paper.py)
+            assert row["label"] in report
+        assert "not available" in report and "Quick mode" in report
+        assert f"muldml study all --demo --out {out}" in report
+        if study.figure:
+            assert (out / name / f"{study.figure}.png").is_file()
+        else:
+            assert "| accuracy (%) |" in report or "(not available)" in report
+    table2 = json.loads((out / "table2" / "results.json").read_text())
+    chosen = {(c["fold"], c["tau_star"]) for c in table2["tau_star"]["chosen"]}
+    assert table2["tau_star"]["paper"] == 0.45 and "(Table II)" in (out / "table2" / "report.md").read_text()
+    # table3 took each fold's nested τ*, so its S-Dual-Triplet runs are table2's runs.
+    table3 = json.loads((out / "table3" / "results.json").read_text())
+    assert {(t["fold"], t["tau_star"]) for t in table3["tau_star"]} == chosen
+    assert all("nested" in t["source"] for t in table3["tau_star"])
+    dual = next(r for r in table3["rows"] if r["preset"] == "s-dual-triplet")
+    assert set(dual["runs"]) <= {f"runs/s-dual-triplet,tau_star={t:g}" for _, t in chosen}
+    # Every (cell, fold) was trained once: one result per run folder, none twice.
+    results = sorted(out.glob("runs/*/seed-0/fold-0*/result.json"))
+    assert len({p.parent for p in results}) == len(results)
+    fig6 = json.loads((out / "fig6" / "results.json").read_text())
+    assert all(v is not None for curves in fig6["curves"].values() for run in curves["train_incomplete"] for v in run)
+
+    # Resuming: nothing is retrained, the reports are rewritten.
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    assert main(["study", "table3", "--demo", "--quick", "--quiet", "--out", str(out), "--dataset", "ck+"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
