@@ -230,6 +230,8 @@ def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int)
     if result is None or lacking:
         if lacking:
             shutil.rmtree(out)
+        if ctx.progress:
+            print(f"{study.name}: training {out.relative_to(ctx.out)}")
         result = train_and_test(ctx, cfg, fold, seed, out, track_incomplete=study.figure == "fig6",
                                 keep=study.keep_models)
     result["dir"] = str(out.relative_to(ctx.out))
