@@ -39,7 +39,8 @@ class CircleMetricLoss(nn.Module):
         self.last_output = None
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.lam * self.loss(embeddings.float(), labels)
+        with torch.autocast(embeddings.device.type, enabled=False):  # similarities in fp32 under autocast
+            return self.lam * self.loss(embeddings.float(), labels)
 
     def extra_repr(self) -> str:
         return f"m={self.m:g}, gamma={self.gamma:g}, lam={self.lam:g}"

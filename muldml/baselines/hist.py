@@ -107,6 +107,12 @@ class HISTLoss(nn.Module):
         return ((x * x) @ inv_var.T - 2 * x @ (mu * inv_var).T + (mu * mu * inv_var).sum(1)).clamp_min(0)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # In fp32 (fp64 for fp64 input) even under autocast: the expanded Mahalanobis distance
+        # cancels, and τ = 32 magnifies its error.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return self._forward(embeddings, labels)
+
+    def _forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
             raise ValueError(f"embeddings must be (B, {self.embed_dim}), got {tuple(embeddings.shape)}")
         labels = labels.long()

@@ -97,3 +97,13 @@ def test_learning_rate_scales_move_effective_values_faster():
     w1_step = (loss.hgnn_weights()[0].detach() - before_w1).abs().max().item()
     assert means_step == pytest.approx(DIST_LR_SCALE * 1e-6, rel=1e-2)
     assert w1_step == pytest.approx(HGNN_LR_SCALE * 1e-6, rel=1e-2)
+
+
+def test_autocast_does_not_lower_the_precision():
+    torch.manual_seed(6)
+    loss = HISTLoss(num_classes=4, embed_dim=8, hidden=8)
+    x, y = torch.randn(10, 8), torch.randint(0, 4, (10,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = loss(x.bfloat16(), y)
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(hist_reference(loss, x.bfloat16().float(), y), rel=1e-5)
