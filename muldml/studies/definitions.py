@@ -8,7 +8,7 @@ Two cells of different studies that resolve to the same settings are the same ru
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from muldml.losses import threshold_range
@@ -63,7 +63,6 @@ class Study:
     selects_tau_star: bool = False
     grid: bool = False
     keep_models: bool = False  # the figure reads the trained weights back
-    notes: tuple[str, ...] = field(default=())
 
 
 def _tau(t: float) -> str:

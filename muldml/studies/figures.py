@@ -117,6 +117,7 @@ def plot_neuron_maps(maps: np.ndarray, images: Sequence[np.ndarray], row_labels:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
 
 

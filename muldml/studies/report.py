@@ -49,7 +49,7 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     for label, runs in results.items():
         cell = cells[label]
         rows.append({"label": label, "row": cell.row, "column": cell.column, "preset": cell.preset,
-                     "settings": cell.settings(0.0) if not cell.uses_tau_star else {**dict(cell.overrides), "tau_star": "τ*"},
+                     "settings": {**dict(cell.overrides), **({"tau_star": "τ*"} if cell.uses_tau_star else {})},
                      "paper": paper_value(study.name, ctx.dataset, label), **summarize(runs)})
 
     report = Report(f"{study.source}: {study.title}")
