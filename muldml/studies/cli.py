@@ -75,9 +75,28 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+def common_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings every cell shares: --config, then --demo's, then --quick's, then the
+    command line's. A layer that sets image_size without a crop drops the crop of the layers
+    below (the default crop, image_size·224/236, follows the new size). Validated (UserError)."""
+    from muldml.config import Config, preset_config, read_config_file, split_settings
+
+    file_values, _ = split_settings(read_config_file(args.config)) if args.config else ({}, {})
+    file_values.pop("preset", None)  # each cell names its own preset
+    command_line = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                    if f.name not in ("preset", "classes") and getattr(args, f.name, None) is not None}
+    base: dict[str, Any] = {}
+    for layer in (file_values, DEMO_SETTINGS if args.demo else {}, QUICK_SETTINGS if args.quick else {}, command_line):
+        if "image_size" in layer and "crop" not in layer:
+            base.pop("crop", None)
+        base |= layer
+    preset_config("mul-dml", **base)  # one line for a bad setting, before any work
+    return base
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from muldml.cli import runtime_from_args
-    from muldml.config import Config, preset_config, read_config_file, split_settings
+    from muldml.config import preset_config
     from muldml.data.folder import scan_folder
     from muldml.errors import UserError
     from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study
@@ -89,16 +108,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.folds is not None and args.folds < 2:
         raise UserError(f"--folds must be >= 2, got {args.folds}")
-    file_values, _ = split_settings(read_config_file(args.config)) if args.config else ({}, {})
-    file_values.pop("preset", None)  # each cell names its own preset
-    base: dict[str, Any] = dict(file_values)
-    if args.demo:
-        base |= DEMO_SETTINGS
-    if args.quick:
-        base |= QUICK_SETTINGS
-    base |= {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-             if f.name not in ("preset", "classes") and getattr(args, f.name, None) is not None}
-    preset_config("mul-dml", **base)  # one line for a bad setting, before any work
+    base = common_settings(args)
     runtime = runtime_from_args(args)
     if args.quick and args.num_workers is None:
         runtime.num_workers = 0  # worker start-up would dominate such small runs

@@ -2,6 +2,7 @@
 the demo faces writes every report with the obtained and the paper's values, shares runs
 between studies and resumes without retraining."""
 import json
+from pathlib import Path
 import time
 
 import pytest
@@ -71,3 +72,18 @@ def test_all_quick_on_demo_faces(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in results}
     assert main(["study", "table3", "--demo", "--quick", "--quiet", "--out", str(out), "--dataset", "ck+"]) == 0
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+
+def test_common_settings_layers(tmp_path):
+    from muldml.cli import build_parser
+    from muldml.studies.cli import common_settings
+
+    def settings(*extra):
+        return common_settings(build_parser().parse_args(["study", "table3", "--out", str(tmp_path), *extra]))
+
+    paper = ["--config", str(Path(__file__).resolve().parents[2] / "configs" / "paper-ckplus.yaml")]
+    assert settings("--data", "x", *paper)["crop"] == 224 and settings("--data", "x", *paper)["lr"] == 5e-6
+    quick = settings("--demo", "--quick", *paper)  # the paper's 224 crop would not fit 24-px images
+    assert quick["image_size"] == 24 and "crop" not in quick and quick["epochs"] == 1 and quick["tau_star"] == 0.45
+    assert settings("--data", "x", *paper, "--image-size", "48", "--crop", "40")["crop"] == 40
+    assert settings("--demo", "--quick", "--epochs", "3")["epochs"] == 3  # the command line comes last
