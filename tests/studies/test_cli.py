@@ -2,8 +2,8 @@
 the demo faces writes every report with the obtained and the paper's values, shares runs
 between studies and resumes without retraining."""
 import json
-from pathlib import Path
 import time
+from pathlib import Path
 
 import pytest
 
