@@ -194,7 +194,7 @@ def check_kernel(device: str, margins: list[float], slice_dim: int, batch: int =
             "triplets_valid": bool(((labels[pos.clamp_min(0)] == labels[a]) & (pos != a) & (labels[neg.clamp_min(0)] != labels[a]))[valid].all()),
             "hardest_within_slack": bool(((chosen_p >= best_p - slack) & (chosen_n <= best_n + slack))[valid].all()),
             "indices_equal_fraction": float(((pos == best.pos_idx) & (neg == best.neg_idx))[valid].double().mean()),
-            "loss_rel_err": abs(float(out.loss) - float(ref.loss)) / max(abs(float(ref.loss)), 1e-12),
+            "loss_rel_err": abs(float(out.loss.detach()) - float(ref.loss.detach())) / max(abs(float(ref.loss.detach())), 1e-12),
             "grad_rel_err": float((grad.double() - ref_grad).norm() / ref_grad.norm().clamp_min(1e-12)),
         }
         result["ok"] = (result["same_valid_anchors"] and result["triplets_valid"] and result["hardest_within_slack"]

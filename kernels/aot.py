@@ -6,7 +6,8 @@ and the autotuner adds its configurations. So this module
 
 1. records the launches of real calls of the loss (forward and backward) under Triton's
    interpreter, in a child process with TRITON_INTERPRET=1: every precision, input dtype
-   and switch, aligned and ragged shapes, strided input, int32 and int64 labels;
+   and switch, aligned and ragged shapes, strided input, int32 and int64 labels, with the
+   column splits the launcher picks for a 132-SM GPU (and for one split);
 2. replays each launch through the JIT's own binder for a CUDA target (the specialisation
    above), over every configuration the autotuner may pick, and builds it with
    triton.compile for sm_80 and sm_90a;
@@ -16,6 +17,8 @@ and the autotuner adds its configurations. So this module
 
     python -m kernels.aot            # table, from the repository root
     python -m kernels.aot --json     # the same as JSON (tests/test_gpu_compile.py)
+    python -m kernels.aot --save-launches L.json   # record only (e.g. with one Triton) …
+    python -m kernels.aot --launches L.json        # … and build them (e.g. with another)
 
 Run it where TRITON_INTERPRET is unset.
 """
@@ -49,6 +52,7 @@ class Case:
     normalize: bool = True
     labels: str = "int64"
     column_stride: int = 1
+    multiprocessors: int = 132  # the GPU the launcher sizes its column splits for (H100/H200)
 
 
 CASES = [
@@ -64,6 +68,7 @@ CASES = [
     Case("int32-labels", labels="int32"),
     Case("ragged", batch=50, slice_dim=20),
     Case("strided", column_stride=2),
+    Case("one-split", multiprocessors=1),  # large batches: one column split
 ]
 
 
@@ -113,6 +118,7 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
         triplet.MINE[precision] = _Recorder("mine", kernel, log, current, precision)
     for case in cases:
         current[0] = case.name
+        triplet._multiprocessors = lambda device, n=case.multiprocessors: n
         gen = torch.Generator().manual_seed(0)
         width = case.num_slices * case.slice_dim
         x = torch.randn(case.batch, width * case.column_stride, generator=gen)[:, :: case.column_stride]
@@ -273,13 +279,24 @@ def table(builds: list[Build]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Launch-faithful sm_80 / sm_90a builds of the loss kernels.")
     parser.add_argument("--json", action="store_true", help="print the builds as JSON instead of a table")
+    parser.add_argument("--save-launches", metavar="FILE", help="record the launches into FILE and stop")
+    parser.add_argument("--launches", metavar="FILE", help="build the launches recorded in FILE")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: building for a GPU needs the compiler, not the interpreter")
     import triton
 
     start = time.perf_counter()
-    builds = build_all(recorded_launches())
+    if args.launches:
+        with open(args.launches) as f:
+            launches = json.load(f)
+    else:
+        launches = recorded_launches()
+    if args.save_launches:
+        with open(args.save_launches, "w") as f:
+            json.dump(launches, f)
+        return 0
+    builds = build_all(launches)
     if args.json:
         json.dump({"triton": triton.__version__, "builds": [asdict(b) for b in builds]}, sys.stdout)
     else:

@@ -184,7 +184,9 @@ def _mine_kernel(
     tl.store(PART_NEG_IDX + out, neg_idx, mask=row_ok)
 
 
-@triton.jit
+# NUM_SPLITS stays a runtime int even when 1: Triton 3.6 fails to build the specialised
+# (loop-free) variant ("arith.select" layout mismatch in make_ttgir).
+@triton.jit(do_not_specialize=["NUM_SPLITS"])
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     PART_POS, PART_NEG, PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) from the mining
