@@ -120,9 +120,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     else:
         data = Path(args.data)
     samples, classes = scan_folder(data, None, args.subject_regex)
-    folds = args.folds if args.folds is not None else (QUICK_FOLDS if args.quick and not args.split else None)
-    protocol = make_protocol(samples, folds, args.split, preset_config("mul-dml", **base).val_fraction,
-                             args.image_level_split)
+    protocol = make_protocol(samples, args.folds, args.split, preset_config("mul-dml", **base).val_fraction,
+                             args.image_level_split, default_folds=QUICK_FOLDS if args.quick else 10)
     check_study_folder(out, {"data": str(Path(data).resolve()), "protocol": protocol.description,
                              "folds": [f.name for f in protocol.folds], "common_settings": base, "classes": classes})
     ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[base.get("seed", 0) + i for i in range(args.seeds)], base=base,

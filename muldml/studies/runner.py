@@ -60,10 +60,11 @@ def _subset(samples: Sequence[Sample], idx: Sequence[int]) -> list[Sample]:
 
 
 def make_protocol(samples: Sequence[Sample], folds: int | None, use_split: bool | None,
-                  val_fraction: float, image_level: bool = False) -> Protocol:
+                  val_fraction: float, image_level: bool = False, default_folds: int = 10) -> Protocol:
     """k-fold subject-independent CV where the data has no official split (or `folds` is
-    given), else train → test on the official split (test = the "test" split, or "val" when
-    there is none). Validation always comes from outside the test images.
+    given; default_folds otherwise), else train → test on the official split (test = the
+    "test" split, or "val" when there is none). Validation always comes from outside the test
+    images.
 
     image_level: allow images without a subject to be split one source image at a time
     (muldml.data.splits); the description then says so. Raises UserError otherwise."""
@@ -91,7 +92,7 @@ def make_protocol(samples: Sequence[Sample], folds: int | None, use_split: bool 
         return Protocol("split", [Fold("split", train, val, test)],
                         f"official split: train on 'train', report accuracy on '{test_name}' "
                         f"({len(test)} images); curves and choices on {how} ({len(val)} images){note}")
-    k = 10 if folds is None else folds
+    k = default_folds if folds is None else folds
     result = []
     for i, test_idx in enumerate(subject_kfold(samples, k, FOLD_SEED, allow_image_level=image_level), start=1):
         held = set(test_idx)
@@ -156,7 +157,11 @@ def read_result(path: Path) -> dict | None:
 
 
 def check_study_folder(out: Path, started: dict[str, Any]) -> None:
-    """Record what the folder is started with; refuse to mix runs of other settings into it."""
+    """Record what the folder is started with; refuse to mix runs of other settings into it.
+    Creates the folder (UserError when it cannot be written)."""
+    from muldml.training import check_writable
+
+    check_writable(out)
     path = out / STUDY_FILE
     if path.is_file():
         try:

@@ -38,7 +38,7 @@ def test_cv_folds_keep_test_subjects_out_of_training_and_validation():
 
 def test_split_with_val_and_test_validates_on_val():
     samples = _samples(9, split=lambda s: "train" if s < 5 else "val" if s < 7 else "test")
-    (fold,) = make_protocol(samples, folds=None, use_split=None, val_fraction=0.2).folds
+    (fold,) = make_protocol(samples, folds=None, use_split=None, val_fraction=0.2, default_folds=2).folds
     assert _subjects(fold.test) == {"S07", "S08"} and _subjects(fold.val) == {"S05", "S06"}
     assert _subjects(fold.train) == {f"S0{i}" for i in range(5)}
 
@@ -99,6 +99,8 @@ def test_tau_star_nested_given_or_configured(tmp_path):
 
 
 def test_study_folder_refuses_other_settings(tmp_path):
+    check_study_folder(tmp_path / "new" / "study", {"common_settings": {"epochs": 1}})  # created
+    assert (tmp_path / "new" / "study" / "study.json").is_file()
     check_study_folder(tmp_path, {"common_settings": {"epochs": 1}, "folds": ["fold-01"]})
     check_study_folder(tmp_path, {"common_settings": {"epochs": 1}, "folds": ["fold-01"]})  # same: fine
     with pytest.raises(UserError, match="common_settings"):
