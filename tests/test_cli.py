@@ -65,6 +65,8 @@ def test_bad_input_one_line_and_exit_2(data, tmp_path, capsys):
         ([*run, "--sampler", "pk", "--batch-size", "10"], "batch_size = P·pk_samples"),
         ([*run, "--num-workers", "-1"], "num_workers must be in [0, ∞)"),
         ([*run, "--device", "tpu7"], "device"),
+        ([*run, "--amp", "fp16", "--device", "cpu", "--subject-regex", r"^(S\d+)_"], "--amp fp16 needs a CUDA device"),
+        ([*run, "--amp", "fp8"], "amp must be one of auto, bf16, fp16, off"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -57,7 +57,7 @@ class StepOutput:
 
 
 def _loss(triplet_loss, embedding, logits, labels) -> tuple[torch.Tensor, torch.Tensor, TripletLossOutput | None]:
-    ce = cross_entropy(logits.float(), labels)
+    ce = cross_entropy(logits, labels)  # autocast runs cross-entropy in fp32
     if triplet_loss is None:
         return ce, ce, None
     return ce + triplet_loss(embedding, labels), ce, triplet_loss.last_output

@@ -26,3 +26,79 @@ def test_meter_weights_slice_losses_by_triplet_count():
         expected = (a.slice_losses[i] * 4 + b.slice_losses[i] * 8) / 12  # weights K = 4 and 8
         assert row[f"val_triplet_{i}"] == pytest.approx(float(expected), rel=1e-6)
         assert row[f"val_active_{i}"] == pytest.approx(float(a.num_active[i] + b.num_active[i]) / (2 * 12))
+
+
+def resnet(dropout: float, frozen_norm: bool) -> torch.nn.Module:
+    from muldml.model import MulDMLNet
+
+    torch.manual_seed(0)
+    net = MulDMLNet(3, num_slices=2, slice_dim=8, dropout=dropout).double().train()
+    for m in net.modules():
+        if frozen_norm and isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    return net
+
+
+def batch():
+    gen = torch.Generator().manual_seed(2)
+    return torch.randn(10, 3, 32, 32, generator=gen, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+
+
+def grads(net):
+    return {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def step(net, chunk):
+    loss = MultiThresholdTripletLoss(margins=[0.2, 0.5], slice_dim=8, backend="torch")
+    from muldml.training.loop import train_step
+
+    images, labels = batch()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    out = train_step(net, loss, images, labels, optimizer, chunk=chunk)
+    return out, grads(net)
+
+
+def test_gradient_cache_equals_plain_training():
+    # No cross-sample coupling (BatchNorm statistics frozen, no dropout): the cached
+    # two-pass gradients equal one plain pass over the whole batch.
+    plain, expected = step(resnet(0.0, frozen_norm=True), None)
+    cached, got = step(resnet(0.0, frozen_norm=True), 4)
+    assert float(cached.loss) == pytest.approx(float(plain.loss), abs=1e-10)
+    assert expected.keys() == got.keys() and len(got) > 60
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-5, rtol=0), name
+
+
+def test_gradient_cache_replays_dropout_and_moves_norm_statistics_once():
+    # With dropout and BatchNorm in train mode, the reference is the same chunks run with
+    # autograd one after another: pass 2 must draw pass 1's dropout masks again, and the
+    # running statistics must move once per chunk, not twice.
+    from muldml.training.loop import cross_entropy
+
+    reference = resnet(0.5, frozen_norm=False)
+    images, labels = batch()
+    loss = MultiThresholdTripletLoss(margins=[0.2, 0.5], slice_dim=8, backend="torch")
+    torch.manual_seed(7)
+    outs = [reference(x) for x in images.split(4)]
+    embedding, logits = torch.cat([o.embedding for o in outs]), torch.cat([o.logits for o in outs])
+    (cross_entropy(logits, labels) + loss(embedding, labels)).backward()
+    expected = grads(reference)
+    net = resnet(0.5, frozen_norm=False)
+    torch.manual_seed(7)
+    _, got = step(net, 4)
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-5, rtol=0), name
+    for (name, a), b in zip(reference.named_buffers(), net.buffers()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-12), name
+
+
+def test_bf16_autocast_step_on_cpu():
+    from muldml.training.loop import Precision, train_step
+
+    net = resnet(0.0, frozen_norm=False).float()
+    images, labels = batch()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    loss = MultiThresholdTripletLoss(margins=[0.2, 0.5], slice_dim=8, backend="torch")
+    out = train_step(net, loss, images.float(), labels, optimizer, Precision(torch.bfloat16))
+    assert torch.isfinite(out.loss) and all(torch.isfinite(g).all() for g in grads(net).values())
+    assert loss.last_output.loss.dtype == torch.float32  # the loss promotes bf16 embeddings

@@ -65,16 +65,31 @@ def test_history_logs_every_slice_and_checkpoint_is_complete(dataset, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_resume_after_interruption_gives_identical_weights(dataset, tmp_path):
+def test_resume_after_interruption_gives_identical_weights(dataset, tmp_path, monkeypatch):
     train_s, val_s, _ = dataset
     whole = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "whole", progress=False)
     first = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", progress=False, stop_after=1)
     assert first["epoch"] == 1
-    resumed = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", resume=True, progress=False)
+    # Resumed with loader workers: each image is augmented from its own seed, so workers draw the same.
+    second = fit(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", Runtime(device="cpu", num_workers=2),
+                 resume=True, progress=False, stop_after=2)
+    assert second["epoch"] == 2
+    # An elastic restart (torchrun starts the command again, without --resume) resumes too.
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    resumed = train(config(scheduler="cosine"), train_s, val_s, tmp_path / "cut", progress=False)
     assert resumed["epoch"] == 3
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
     assert learning(whole["history"]) == learning(resumed["history"])
+
+
+def test_fp16_needs_cuda():
+    from muldml.training.run import precision_for
+
+    with pytest.raises(UserError, match="--amp fp16 needs a CUDA device"):
+        precision_for("fp16", torch.device("cpu"))
+    assert precision_for("auto", torch.device("cpu")).dtype is None
+    assert precision_for("auto", torch.device("cuda")).dtype == torch.bfloat16
 
 
 def test_softmax_only_and_multitask_presets_train(dataset, tmp_path):
