@@ -413,8 +413,9 @@ def hinge_config(slice_dim: int) -> LaunchConfig:
 
 
 def backward_config(slice_dim: int) -> LaunchConfig:
-    """Backward: 32 anchors, 16 dims per step for d ≤ 16 else 64; 8 warps (4 spill)."""
-    return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 64, num_warps=8)
+    """Backward: 32 anchors, 16 dims per step for d ≤ 16 else 32, 8 warps: 64-dim steps or
+    4 warps spill (64 dims under Triton 3.6 on strided or half-precision input)."""
+    return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 32, num_warps=8)
 
 
 def _autotuned(precision: str):
