@@ -180,6 +180,9 @@ class MultiThresholdTripletLoss(nn.Module):
     the range [tau_min, tau_max] in steps of ``step`` (default 0.15…0.75 by 0.1: N = 7).
     ``forward`` returns the scalar λ·Σ w_i·loss_i; ``last_output`` keeps the full
     TripletLossOutput (per-slice losses, mined indices, active terms) for logging.
+    ``precision`` and ``check_finite`` as in multi_threshold_triplet_loss. The module keeps
+    its margins and weights on each device it meets, so a call on CUDA tensors with the
+    triton backend makes no host synchronisation and can be captured in a CUDA graph.
     """
 
     def __init__(

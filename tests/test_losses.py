@@ -155,6 +155,13 @@ def test_reference_computes_half_precision_in_float64(dtype):
     assert float(fast.loss) == pytest.approx(float(got.loss), rel=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reference_outputs_stay_on_the_input_device():
+    x, labels = random_case(21, 30, 2, 12, 3)
+    out = multi_threshold_triplet_loss(x.cuda().half(), labels.cuda(), [0.3, 0.6], 12, backend="reference")
+    assert out.loss.is_cuda and out.num_active.is_cuda and out.num_triplets.is_cuda and out.pos_idx.is_cuda
+
+
 @pytest.mark.parametrize(
     "make_args,error,message",
     [
