@@ -10,7 +10,11 @@
     muldml predict PHOTO|FOLDER|GLOB … --checkpoint runs/X [--out DIR] [--format jsonl|csv] [--annotate]
     muldml export --checkpoint runs/X --format onnx|torchscript --out FILE [--embedding]
 
+    torchrun --nproc-per-node K -m muldml train …   (K processes, DDP; --batch-size is the global batch)
+
 Settings come from the preset, then a JSON/YAML --config file, then the command line.
+Runtime options (--device, --num-workers, --amp, --channels-last, --compile, --grad-cache)
+say where and how fast a run executes; they are never saved with it.
 Problems with the input print one line and exit with status 2.
 """
 from __future__ import annotations

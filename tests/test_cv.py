@@ -5,7 +5,7 @@ from fixtures import make_image_folder
 from muldml.cli import main
 
 SMALL = ["--epochs", "1", "--batch-size", "8", "--image-size", "32", "--lr", "0.001", "--slice-dim", "8",
-         "--tau-min", "0.25", "--tau-max", "0.45", "--quiet"]
+         "--tau-min", "0.25", "--tau-max", "0.45", "--quiet", "--num-workers", "0"]
 
 
 def with_rotations(root):

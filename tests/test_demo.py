@@ -4,7 +4,7 @@ from muldml.cli import main
 def test_demo_end_to_end_small(tmp_path, capsys):
     """The demo's whole path on a few identities and one epoch (the real one: scripts/demo.sh)."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert "| cnn |" in printed and "| mul-dml |" in printed
     report = (out / "report.md").read_text()
@@ -14,5 +14,5 @@ def test_demo_end_to_end_small(tmp_path, capsys):
         assert (out / preset / "metrics.json").is_file()
     # A second run resumes finished runs and reuses the data instead of redoing them.
     mtime = (out / "cnn" / "checkpoint.pt").stat().st_mtime_ns
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet", "--num-workers", "0"]) == 0
     assert (out / "cnn" / "checkpoint.pt").stat().st_mtime_ns == mtime

@@ -9,7 +9,7 @@ def test_pretrain_writes_a_backbone_that_init_accepts(tmp_path, capsys):
     data = make_image_folder(tmp_path / "big", subjects=4, per_subject=2)
     out = tmp_path / "pre"
     assert main(["pretrain", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8",
-                 "--image-size", "32", "--subject-regex", r"^(S\d+)_", "--quiet"]) == 0
+                 "--image-size", "32", "--subject-regex", r"^(S\d+)_", "--quiet", "--num-workers", "0"]) == 0
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["config"]["preset"] == "cnn" and saved["config"]["lr"] == 1e-3
     assert "backbone for --init" in capsys.readouterr().out

@@ -96,7 +96,9 @@ def test_softmax_only_and_multitask_presets_train(dataset, tmp_path):
     train_s, val_s, _ = dataset
     cnn = train(config("cnn", epochs=1), train_s, val_s, tmp_path / "cnn", progress=False)
     assert "train_triplet_0" not in cnn["history"][0] and "val_acc" in cnn["history"][0]
-    multi = train(config("mul-dml-multask-same", epochs=1, num_slices=2), train_s, val_s, tmp_path / "m", progress=False)
+    # Multitask logits (N, B, C) through gradient caching, with NHWC images.
+    multi = fit(config("mul-dml-multask-same", epochs=1, num_slices=2), train_s, val_s, tmp_path / "m",
+                Runtime(device="cpu", num_workers=0, grad_cache=3, channels_last=True), progress=False)
     assert "train_triplet_1" in multi["history"][0] and "train_triplet_2" not in multi["history"][0]
 
 
