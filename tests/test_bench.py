@@ -57,3 +57,25 @@ def test_gpu_sweep_fails_on_a_kernel_mismatch(tmp_path, monkeypatch):
     assert sweep.main(["--device", "cpu", "--batches", "20", "--repeats", "1", "--slice-dim", "16",
                        "--methods", "triton-tf32", "--out", str(tmp_path)]) == 1
     assert [p.name for p in tmp_path.glob("*.json")] == ["cpu-%dcores-failed-check.json" % os.cpu_count()]
+
+
+def test_gpu_sweep_targets_say_met_or_missed_by_how_much():
+    sweep = load("gpu_sweep")
+    rows = [
+        {"batch": 8192, "method": "triton-tf32", "forward_ms": 1.5, "full_ms": 2.0},
+        {"batch": 8192, "method": "gram-tf32", "forward_ms": 1.0},
+        {"batch": 8192, "method": "vectorised", "forward_ms": 9.0, "full_ms": 30.0},
+        {"batch": 96, "method": "triton-tf32", "forward_ms": 0.2, "full_ms": 0.4, "graph_full_ms": 0.1},
+        {"batch": 96, "method": "pml-loop", "forward_ms": 3.0, "full_ms": 6.0},
+    ]
+    found = {t["target"]: t for t in sweep.targets(rows) if t["method"] == "triton-tf32"}
+    gram = found["forward <= 1.3x TF32 Gram at B=8192"]
+    assert gram["value"] == 1.5 and not gram["met"]
+    assert found["full_ms >= 5x faster than vectorised at B=8192"]["value"] == 15.0
+    assert found["full_ms >= 5x faster than vectorised at B=8192"]["met"]
+    assert found["full_ms >= 20x faster than pml-loop at B=96"] == {
+        "target": "full_ms >= 20x faster than pml-loop at B=96", "method": "triton-tf32", "value": 15.0, "met": False}
+    assert found["graph_full_ms >= 20x faster than pml-loop at B=96"]["met"]
+    ratio = [r for r in sweep.ratios(rows) if r["versus"] == "gram-tf32"]
+    assert ratio == [{"batch": 8192, "triton": "triton-tf32", "versus": "gram-tf32", "phase": "forward_ms",
+                      "versus_precision": "tf32", "ratio": 1.0 / 1.5}]
