@@ -1,6 +1,7 @@
 """Fused multi-threshold batch-hard (dual) triplet loss in Triton.
 
-Forward, three launches and no host synchronisation:
+Forward, three Triton launches and no host synchronisation (besides them, a few small
+torch operations: the batch mean c, zeroed accumulators, the weighted sum of the slices):
 
 1. Pre-pass, grid (row blocks × slices): each slice row x is read once (any dtype, any
    strides, 64-bit offsets), its norm ‖x‖ kept, and the mining copy y = x̂ − c written
@@ -18,7 +19,7 @@ Forward, three launches and no host synchronisation:
 3. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
    distances exactly in fp32 from the input rows, forms the hinge terms and reduces them.
 
-Backward, one launch over (row blocks × slices): every active hinge term scatters its
+Backward, one Triton launch over (row blocks × slices): every active hinge term scatters its
 analytic gradient into the rows a, p*, n* (through the slice's L2 normalisation when the
 loss normalises) with relaxed fp32 atomic adds.
 
@@ -28,10 +29,11 @@ Mining precision (``precision``), for fp32 mining copies unless said otherwise:
 - "bf16": the mining copy is stored in bf16 (8-bit mantissas), half the traffic.
 Mining only ranks candidates; the loss and gradient always use exact fp32 distances of
 the triplets chosen. With unit roundoff u (2⁻¹¹ tf32, 2⁻⁸ bf16, about 2⁻²² tf32x3) and R
-the largest centred norm ‖y‖ of the slice, a score is off by at most about 4·u·R². So a
-precision may pick a different positive (negative) only where another candidate's squared
-distance is within 8·u·R² of the hardest one; that candidate is then as hard up to that
-gap. Exact ties (coincident points) still go to the lowest index.
+the largest centred norm ‖y‖ of the slice, a score is off by at most about 4·u·R² (plus
+the fp32 accumulation, about d·2⁻²³·R²). So a precision may pick a different positive
+(negative) only where another candidate's squared distance is within twice that of the
+hardest one; that candidate is then as hard up to that gap. Exact ties between coincident
+candidates (identical scores) still go to the lowest index.
 
 Determinism: per-slice sums (forward) and row gradients (backward) are accumulated with
 fp32 atomics in a run-dependent order: results agree to rounding, not bit for bit. The
