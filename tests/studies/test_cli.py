@@ -9,6 +9,7 @@ import pytest
 
 from muldml.cli import main
 from muldml.studies import NAMES, STUDIES
+from muldml.studies.paper import paper_value
 
 
 def test_help_lists_every_study(capsys):
@@ -45,14 +46,16 @@ def test_all_quick_on_demo_faces(tmp_path):
         assert len(results["rows"]) == len(study.cells)
         for row in results["rows"]:
             assert row["n"] == 2 and 0 <= row["mean"] <= 100  # two folds × one seed, obtained
-            assert row["paper"] is None  # no published accuracy is listed (paper.py)
+            assert row["paper"] == paper_value(name, "ck+", row["label"])  # None: "not available"
             assert row["label"] in report
-        assert "not available" in report and "Quick mode" in report
+        assert "Quick mode" in report
+        for row in results["rows"]:  # the paper's column: its value, or "not available"
+            assert ("not available" if row["paper"] is None else f"{row['paper']:.2f}") in report
         assert f"muldml study all --demo --out {out}" in report
         if study.figure:
             assert (out / name / f"{study.figure}.png").is_file()
         else:
-            assert "| accuracy (%) |" in report or "(not available)" in report
+            assert "| accuracy (%) |" in report or (study.grid and "| d = 512 |" in report)
     table2 = json.loads((out / "table2" / "results.json").read_text())
     chosen = {(c["fold"], c["tau_star"]) for c in table2["tau_star"]["chosen"]}
     assert table2["tau_star"]["paper"] == 0.45 and "(Table II)" in (out / "table2" / "report.md").read_text()
