@@ -13,6 +13,11 @@ Under torchrun (K processes) the global batch is ``batch_size``: each process ta
 batch_size / K images of every global batch, the triplet loss mines over the all-gathered
 global batch (muldml.distributed), and DDP averages gradients, so one step equals one
 process on the whole batch (BatchNorm statistics are per process, as usual with DDP).
+Batches come from one generator seeded alike in every process rather than from
+torch's DistributedSampler, so the global batches (and their augmentation) do not depend
+on the number of processes: that is what lets a run resume with another world size.
+Validation runs in every process over the whole validation set without collectives;
+rank 0 records it.
 """
 from __future__ import annotations
 
