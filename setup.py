@@ -27,6 +27,8 @@ setup(
         "torch>=2.4,<2.15",
         "torchvision>=0.19,<0.30",
         "triton>=3.0",
+        # The circle preset's loss (Table V baseline) comes from pytorch-metric-learning.
+        "pytorch-metric-learning>=2.9,<3",
     ],
     extras_require={
         # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;
@@ -36,7 +38,7 @@ setup(
             "pytest==9.2.0",
             "pytest-benchmark==5.3.1",
             "hypothesis==6.170.17",
-            "pytorch-metric-learning==2.9.0",
+            "pytorch-metric-learning==2.9.0",  # pinned for the tests and benchmarks
             "scikit-image==0.26.0",
             *EXPORT,
         ],
