@@ -39,12 +39,15 @@ def _add_field_options(group, fields) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        text = f"{f.metadata['help']} " if "help" in f.metadata else ""
+        if text and default is None:
+            text, default = text.strip(), None
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default {default})")
+                               help=f"{text}(default {default})" if default is not None or not text else text)
         else:
             group.add_argument(flag, type=_TYPES[f.type], default=None, metavar=f.name.split("_")[-1].upper(),
-                               help=f"(default {default})")
+                               help=f"{text}(default {default})" if default is not None or not text else text)
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

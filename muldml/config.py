@@ -161,12 +161,14 @@ class Runtime:
     """Where and how a run executes. None of it changes what is learnt in exact arithmetic,
     so it may differ between a run and its resumption, and no checkpoint stores it."""
 
-    device: str = "auto"  # auto: cuda if available, else cpu
-    num_workers: int | None = None  # DataLoader workers; None: min(8, CPUs)
-    amp: str = "auto"  # mixed precision: auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
-    channels_last: bool = False  # NHWC images and weights (faster convolutions on tensor cores)
-    compile: bool = False  # torch.compile the backbone
-    grad_cache: int | None = None  # gradient caching in chunks of this many images (Gao et al.)
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available, else cpu), cpu, cuda, cuda:N"})
+    num_workers: int | None = field(default=None, metadata={"help": "DataLoader worker processes (default min(8, CPUs))"})
+    amp: str = field(default="auto", metadata={"help": "mixed precision: auto (bf16 on CUDA, off on the CPU), bf16, "
+                                                        "fp16 (CUDA, with a GradScaler) or off"})
+    channels_last: bool = field(default=False, metadata={"help": "NHWC images and weights (faster convolutions on GPUs)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the backbone"})
+    grad_cache: int | None = field(default=None, metadata={"help": "gradient caching: embed the batch in chunks of this "
+                                                                    "many images, so large batches fit in memory"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
