@@ -1,6 +1,7 @@
 """`torchrun --nproc-per-node 2 -m muldml train` on the demo faces (CPU, gloo), and its
 resumption in one process with the same global batch."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,9 +15,18 @@ TINY = ["--epochs", "1", "--batch-size", "14", "--image-size", "32", "--slice-di
 
 
 def torchrun(*args):
+    """Run torchrun with 2 CPU processes; on a timeout its whole process group is killed
+    (workers included), so no process outlives the test."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "muldml", *args], env=env, capture_output=True, text=True, timeout=300)
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                 "-m", "muldml", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        out, err = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err)
 
 
 def test_two_process_train_then_resume_in_one_process(tmp_path, capsys):
