@@ -122,19 +122,16 @@ def split_train_val(samples, cfg: Config, image_level: bool = False):
     return [samples[i] for i in train_idx], originals([samples[i] for i in val_idx])
 
 
-def image_level_note(samples, image_level: bool) -> str | None:
-    """The sentence reports carry when images without a subject were split image by image."""
-    from muldml.data.splits import without_subject
-
-    missing = without_subject(samples)
-    if not (image_level and missing):
-        return None
-    return (f"Image-level split (--image-level-split): {missing} of {len(samples)} images have no subject, so the "
-            "same people may appear on both sides of the split; accuracy may be optimistic.")
+def describe_metric_loss(cfg: Config) -> str:
+    """What the run adds to softmax, in a few words for the console."""
+    if cfg.metric_loss != "triplet":
+        return f"metric loss {cfg.metric_loss}"
+    return f"margins {cfg.margins}" if cfg.margins else "softmax only"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from muldml.evaluate import evaluate
+    from muldml.protocol import image_level_note
     from muldml.training import fit
     from muldml.training.distributed import launch_rank
 
@@ -147,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_process = launch_rank() == 0  # under torchrun, rank 0 speaks and reports
     if main_process:
         print(f"{cfg.preset}: {len(train_samples)} training / {len(val_samples)} validation images, "
-              f"{len(classes)} classes, margins {cfg.margins or 'none (softmax only)'}")
+              f"{len(classes)} classes, {describe_metric_loss(cfg)}")
         if note:
             print(note)
     state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,

@@ -1,9 +1,12 @@
 """k-fold subject-independent cross-validation (the paper's protocol for CK+, MMI, JAFFE).
 
 Each fold's test images are one fold of subjects (originals only; their rotations never
-train); the other folds train (with their offline rotations). Every fold is a run folder
-of its own (fold-01 …), so an interrupted study resumes fold by fold. The summary holds
-mean ± std accuracy over folds and the confusion matrix summed over folds, with its plot.
+train); the other folds train (with their offline rotations), except a held-out
+`val_fraction` of their subjects whose images give the fold's validation curves: the test
+fold is used only for its final accuracy (folds from muldml.protocol, shared with
+`muldml study`). Every fold is a run folder of its own (fold-01 …), so an interrupted
+study resumes fold by fold. The summary holds mean ± std accuracy over folds and the
+confusion matrix summed over folds, with its plot.
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ import numpy as np
 
 from muldml import io as atomic
 from muldml.config import Config, Runtime
-from muldml.data.folder import Sample, originals
-from muldml.data.splits import subject_kfold, without_subject
+from muldml.data.folder import Sample
 from muldml.evaluate import compute_metrics, evaluate
 from muldml.plots import plot_confusion
+from muldml.protocol import image_level_note, make_protocol
 from muldml.report import Report
 from muldml.training import fit
 from muldml.training.distributed import launch_rank
@@ -33,26 +36,22 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
     """
     out = Path(out)
     runtime = runtime or Runtime()
-    test_folds = subject_kfold(samples, folds, cfg.seed, allow_image_level=image_level)
-    missing = without_subject(samples) if image_level else 0
-    note = (f"Image-level folds: {missing} of {len(samples)} images have no subject, so the same people may appear "
-            "in training and test folds; accuracy may be optimistic.") if missing else None
+    protocol = make_protocol(samples, folds, use_split=False, val_fraction=cfg.val_fraction,
+                             image_level=image_level, seed=cfg.seed)
+    note = image_level_note(samples, image_level)
     per_fold = []
-    for k, test_idx in enumerate(test_folds, start=1):
-        fold_dir = out / f"fold-{k:02d}"
-        test_set = set(test_idx)
-        train_samples = [s for i, s in enumerate(samples) if i not in test_set]
-        test_samples = originals([samples[i] for i in test_idx])
+    for k, fold in enumerate(protocol.folds, start=1):
+        fold_dir = out / fold.name
         if (fold_dir / "report.md").exists():  # written last: the fold finished earlier
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue
-        state = fit(cfg, train_samples, test_samples, fold_dir, runtime, resume=True, progress=progress)
+        state = fit(cfg, fold.train, fold.val, fold_dir, runtime, resume=True, progress=progress)
         if launch_rank() != 0:
             continue  # under torchrun, rank 0 evaluates and reports
-        metrics = evaluate(state, test_samples, fold_dir, device=runtime.device,
+        metrics = evaluate(state, fold.test, fold_dir, device=runtime.device,
                            title=f"{cfg.preset}, fold {k} of {folds}", note=note).metrics
         per_fold.append(metrics)
-        print(f"fold {k}/{folds}: accuracy {100 * metrics['accuracy']:.2f}% on {len(test_samples)} images")
+        print(f"fold {k}/{folds}: accuracy {100 * metrics['accuracy']:.2f}% on {len(fold.test)} images")
 
     if launch_rank() != 0:
         return {}
@@ -70,6 +69,7 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
     report = Report(f"{cfg.preset}: {folds}-fold {'image-level' if note else 'subject-independent'} cross-validation")
     if note:
         report.paragraph(f"**{note}**")
+    report.paragraph(f"Protocol: {protocol.description}.")
     report.paragraph(f"Accuracy {100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_std']:.2f}% "
                      "(mean ± std over folds)")
     report.table(["fold", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(accuracies, start=1)])

@@ -44,3 +44,31 @@ def test_cv_needs_enough_subjects(tmp_path, capsys):
     assert main(["cv", "--data", str(data), "--folds", "10", "--out", str(tmp_path / "cv"),
                  "--subject-regex", r"^(S\d+)_", *SMALL]) == 2
     assert "2 subjects cannot make 10 subject-independent folds" in capsys.readouterr().err
+
+
+def test_fold_curves_use_held_out_training_subjects_not_the_test_fold(tmp_path, monkeypatch):
+    import muldml.cv
+
+    seen = []
+    real_fit = muldml.cv.fit
+
+    def recording_fit(cfg, train, val, out, *args, **kwargs):
+        seen.append((train, val))
+        return real_fit(cfg, train, val, out, *args, **kwargs)
+
+    monkeypatch.setattr(muldml.cv, "fit", recording_fit)
+    data = make_image_folder(tmp_path / "faces", subjects=6, per_subject=1)
+    out = tmp_path / "cv"
+    assert main(["cv", "--data", str(data), "--folds", "3", "--out", str(out), "--subject-regex", r"^(S\d+)_",
+                 *SMALL]) == 0
+    tested = [json.loads((out / f"fold-{k:02d}" / "metrics.json").read_text()) for k in (1, 2, 3)]
+    assert len(seen) == 3
+    all_subjects = set()
+    for (train, val), metrics in zip(seen, tested):
+        train_subjects, val_subjects = {s.subject for s in train}, {s.subject for s in val}
+        assert val and not train_subjects & val_subjects
+        all_subjects |= train_subjects | val_subjects
+        # The test fold is what remains: its images are neither trained on nor validated on.
+        tested_images = sum(map(sum, metrics["confusion"]))
+        assert tested_images == 18 - len(train) - len(val)
+    assert len(all_subjects) == 6

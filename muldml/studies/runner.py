@@ -28,81 +28,13 @@ from typing import Any
 from muldml import io as atomic
 from muldml.config import Config, Runtime, preset_config
 from muldml.data.folder import Sample, originals
-from muldml.data.splits import subject_holdout, subject_kfold
 from muldml.errors import UserError
+from muldml.protocol import Fold, Protocol, make_protocol
 from muldml.studies.definitions import STUDIES, Cell, Study
 from muldml.training.checkpoint import CHECKPOINT
 
 RESULT = "result.json"
 STUDY_FILE = "study.json"
-FOLD_SEED = 0  # folds are the same for every --seeds repetition: seeds vary the training only
-
-
-@dataclass
-class Fold:
-    """One train → test partition. val: validation images drawn from outside `test`."""
-
-    name: str
-    train: list[Sample]
-    val: list[Sample]
-    test: list[Sample]
-
-
-@dataclass
-class Protocol:
-    kind: str  # "cv" or "split"
-    folds: list[Fold]
-    description: str
-
-
-def _subset(samples: Sequence[Sample], idx: Sequence[int]) -> list[Sample]:
-    return [samples[i] for i in idx]
-
-
-def make_protocol(samples: Sequence[Sample], folds: int | None, use_split: bool | None,
-                  val_fraction: float, image_level: bool = False, default_folds: int = 10) -> Protocol:
-    """k-fold subject-independent CV where the data has no official split (or `folds` is
-    given; default_folds otherwise), else train → test on the official split (test = the
-    "test" split, or "val" when there is none). Validation always comes from outside the test
-    images.
-
-    image_level: allow images without a subject to be split one source image at a time
-    (muldml.data.splits); the description then says so. Raises UserError otherwise."""
-    from muldml.cli import image_level_note
-
-    note = image_level_note(samples, image_level)
-    note = f". {note.rstrip('.')}" if note else ""
-    splits = {s.split for s in samples}
-    has_split = "train" in splits and bool(splits & {"val", "test"})
-    if use_split and not has_split:
-        raise UserError("--split needs data with an official split (manifest.csv with split train and val/test)")
-    if folds is not None and use_split:
-        raise UserError("give either --folds or --split, not both")
-    if has_split and folds is None:
-        train = [s for s in samples if s.split == "train"]
-        test_name = "test" if "test" in splits else "val"
-        test = originals([s for s in samples if s.split == test_name])
-        if test_name == "test" and "val" in splits:
-            val = originals([s for s in samples if s.split == "val"])
-            how = "the official validation split"
-        else:
-            train_idx, val_idx = subject_holdout(train, val_fraction, FOLD_SEED, allow_image_level=image_level)
-            train, val = _subset(train, train_idx), originals(_subset(train, val_idx))
-            how = f"{val_fraction:.0%} of the training subjects, held out"
-        return Protocol("split", [Fold("split", train, val, test)],
-                        f"official split: train on 'train', report accuracy on '{test_name}' "
-                        f"({len(test)} images); curves and choices on {how} ({len(val)} images){note}")
-    k = default_folds if folds is None else folds
-    result = []
-    for i, test_idx in enumerate(subject_kfold(samples, k, FOLD_SEED, allow_image_level=image_level), start=1):
-        held = set(test_idx)
-        pool = [s for j, s in enumerate(samples) if j not in held]
-        train_idx, val_idx = subject_holdout(pool, val_fraction, FOLD_SEED + i, allow_image_level=image_level)
-        result.append(Fold(f"fold-{i:02d}", _subset(pool, train_idx), originals(_subset(pool, val_idx)),
-                           originals(_subset(samples, test_idx))))
-    return Protocol("cv", result,
-                    f"{k}-fold subject-independent cross-validation; in each fold, curves and choices use "
-                    f"{val_fraction:.0%} of its training subjects, held out (never its test fold){note}")
 
 
 @dataclass

@@ -7,8 +7,9 @@ import pytest
 from muldml import io as atomic
 from muldml.data.folder import Sample
 from muldml.errors import UserError
+from muldml.protocol import make_protocol
 from muldml.studies.definitions import STUDIES
-from muldml.studies.runner import (RESULT, StudyContext, check_study_folder, make_protocol, resolve_tau_star,
+from muldml.studies.runner import (RESULT, StudyContext, check_study_folder, resolve_tau_star,
                                    run_dir, run_id)
 
 
