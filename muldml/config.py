@@ -114,7 +114,7 @@ class Config:
     pk_samples: int = 4
     seed: int = 0
     # Data
-    image_size: int = 64  # images are resized to image_size², then cropped
+    image_size: int = 236  # images are resized to image_size², then cropped (paper: 236 → 224)
     crop: int | None = None  # default: image_size·224/236
     val_fraction: float = 0.2  # subject-independent hold-out when no split is given
     classes: list[str] = field(default_factory=list)  # filled from the data

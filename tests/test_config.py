@@ -64,7 +64,7 @@ def test_config_files_json_and_yaml(tmp_path):
     ("epochs", 2.5, "epochs must be an integer"),
     ("classifier_input", "both", "classifier_input must be one of raw, normalized"),
     ("val_fraction", 1.0, "val_fraction must be in (0, 1)"),
-    ("crop", 100, "crop (100) must not exceed image_size"),
+    ("crop", 300, "crop (300) must not exceed image_size"),
 ])
 def test_every_setting_is_validated_in_one_place(setting, value, message):
     with pytest.raises(UserError) as info:
@@ -80,3 +80,14 @@ def test_runtime_settings_are_validated():
     with pytest.raises(UserError, match="device must be"):
         Runtime(device="gpu0").validate()
     assert Runtime(num_workers=None).workers >= 1
+
+
+def test_defaults_are_the_papers_protocol():
+    """muldml train's defaults: 236-px faces cropped to 224, Adam at 5e-6, batch 96, 70 epochs,
+    dropout 0.5, margins 0.15…0.75 by 0.1 (the paper's Sec. IV); the demo and --quick state theirs."""
+    from muldml.data.augment import crop_size
+
+    cfg = preset_config("mul-dml")
+    assert (cfg.image_size, crop_size(cfg.image_size)) == (236, 224)
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.dropout) == (5e-6, 96, 70, 0.5)
+    assert cfg.margins == pytest.approx([0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75])
