@@ -22,6 +22,9 @@ DEMO_PRESETS = ("cnn", "mul-dml")
 DEMO_SETTINGS = dict(lr=1e-3, batch_size=96, image_size=64, epochs=25, seed=0)
 DEMO_SUBJECTS = 60
 DEMO_IMAGES_PER_EXPRESSION = 3
+# The generated faces: muldml demo's and muldml study --demo's.
+DEMO_FACES = dict(num_subjects=DEMO_SUBJECTS, images_per_expression=DEMO_IMAGES_PER_EXPRESSION,
+                  size=DEMO_SETTINGS["image_size"])
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects: int | None = None,
@@ -32,8 +35,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
     runtime = runtime or Runtime()
     out = Path(out)
     check_writable(out)
-    data = write_demo_dataset(out / "data", num_subjects=subjects or DEMO_SUBJECTS,
-                              images_per_expression=DEMO_IMAGES_PER_EXPRESSION, size=64, seed=0, progress=progress)
+    data = write_demo_dataset(out / "data", **(DEMO_FACES | {"num_subjects": subjects or DEMO_SUBJECTS}),
+                              seed=0, progress=progress)
     samples, classes = scan_folder(data, EXPRESSIONS)
     train_idx, val_idx = subject_holdout(samples, val_fraction=0.25, seed=0)
     train_samples, val_samples = [samples[i] for i in train_idx], [samples[i] for i in val_idx]

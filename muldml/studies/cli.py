@@ -25,9 +25,9 @@ from muldml.studies.definitions import ALL, NAMES, STUDIES
 QUICK_SETTINGS: dict[str, Any] = {"epochs": 1, "image_size": 24, "batch_size": 32, "lr": 1e-3, "val_fraction": 0.4}
 QUICK_FOLDS = 2
 QUICK_DEMO = {"num_subjects": 8, "images_per_expression": 1, "size": 24}
-DEMO = {"num_subjects": 60, "images_per_expression": 3, "size": 64}
-# From scratch on the demo faces (no pre-trained backbone): a larger rate than the paper's 5e-6.
-DEMO_SETTINGS: dict[str, Any] = {"lr": 1e-3, "image_size": 64, "epochs": 25}
+# --demo: muldml demo's faces and schedule (muldml.demo.DEMO_FACES, DEMO_SETTINGS' lr, image
+# size and epochs; imported when used, so that the command line starts without the trainer).
+DEMO_KEYS = ("lr", "image_size", "epochs")
 
 
 def add_study_parser(sub) -> argparse.ArgumentParser:
@@ -80,13 +80,16 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
     command line's. A layer that sets image_size without a crop drops the crop of the layers
     below (the default crop, image_size·224/236, follows the new size). Validated (UserError)."""
     from muldml.config import Config, preset_config, read_config_file, split_settings
+    from muldml.demo import DEMO_SETTINGS
+
+    demo = {k: DEMO_SETTINGS[k] for k in DEMO_KEYS} if args.demo else {}
 
     file_values, _ = split_settings(read_config_file(args.config)) if args.config else ({}, {})
     file_values.pop("preset", None)  # each cell names its own preset
     command_line = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
                     if f.name not in ("preset", "classes") and getattr(args, f.name, None) is not None}
     base: dict[str, Any] = {}
-    for layer in (file_values, DEMO_SETTINGS if args.demo else {}, QUICK_SETTINGS if args.quick else {}, command_line):
+    for layer in (file_values, demo, QUICK_SETTINGS if args.quick else {}, command_line):
         if "image_size" in layer and "crop" not in layer:
             base.pop("crop", None)
         base |= layer
@@ -115,8 +118,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if args.demo:
         from muldml.data.synthetic import write_demo_dataset
+        from muldml.demo import DEMO_FACES
 
-        data = write_demo_dataset(out / "data", seed=0, progress=not args.quiet, **(QUICK_DEMO if args.quick else DEMO))
+        data = write_demo_dataset(out / "data", seed=0, progress=not args.quiet, **(QUICK_DEMO if args.quick else DEMO_FACES))
     else:
         data = Path(args.data)
     samples, classes = scan_folder(data, None, args.subject_regex)
