@@ -119,7 +119,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.demo:
         from muldml.data.synthetic import write_demo_dataset
         from muldml.demo import DEMO_FACES
+        from muldml.training import check_writable
 
+        check_writable(out)  # the demo faces are written into it first
         data = write_demo_dataset(out / "data", seed=0, progress=not args.quiet, **(QUICK_DEMO if args.quick else DEMO_FACES))
     else:
         data = Path(args.data)

@@ -90,3 +90,11 @@ def test_common_settings_layers(tmp_path):
     assert quick["image_size"] == 24 and "crop" not in quick and quick["epochs"] == 1 and quick["tau_star"] == 0.45
     assert settings("--data", "x", *paper, "--image-size", "48", "--crop", "40")["crop"] == 40
     assert settings("--demo", "--quick", "--epochs", "3")["epochs"] == 3  # the command line comes last
+
+
+def test_unwritable_study_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["study", "table3", "--demo", "--quick", "--quiet", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0]
