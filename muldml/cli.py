@@ -310,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"muldml: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder that cannot be made or written, a full disk: the file system's word, one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"muldml: error: {e.strerror or e.__class__.__name__}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("muldml: interrupted (checkpoints written so far are intact; --resume continues)", file=sys.stderr)
         return 130

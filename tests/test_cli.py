@@ -121,3 +121,18 @@ def test_images_without_subject_need_an_explicit_image_level_split(data, tmp_pat
     assert main([*argv, "--image-level-split"]) == 0
     assert "Image-level split" in capsys.readouterr().out
     assert "Image-level split" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """Any command whose output cannot be written says so in one line (here prepare and
+    evaluate, which write into --out / OUT without a check of their own)."""
+    from PIL import Image
+
+    (tmp_path / "src" / "anger").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "src" / "anger" / "S001_a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["prepare", str(tmp_path / "src"), str(blocker / "out"), "--dataset", "folder", "--no-detect",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(blocker) in err[0]
