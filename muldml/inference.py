@@ -5,7 +5,7 @@
     out = model.embed(aligned_faces)                      # (B, N·d) embedding, (B, N, d) slices
 
 Photos go the way ``muldml prepare`` takes training images: converted to 8-bit RGB by
-`muldml.prepare.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
+`muldml.data.images.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
 MTCNN (`muldml.data.faces.FaceDetector.detect_faces`), each aligned by
 `muldml.data.faces.align_face` at ``face_size`` (prepare's ``--size``, 236 by default as
 in the paper); with ``detect=False`` the image is taken as an aligned face and cut with
@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 
 from muldml.config import Config
 from muldml.data.augment import crop_size, eval_transform
+from muldml.data.images import to_rgb
 from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
 from muldml.training.distributed import resolve_device
@@ -162,8 +163,6 @@ class FERModel:
 
     def tensors(self, faces: Sequence[ImageLike]) -> torch.Tensor:
         """Aligned faces → (B, 3, crop, crop) network input, by the evaluation transform."""
-        from muldml.prepare import to_rgb
-
         return torch.stack([self.transform(to_rgb(as_pil(face))[0]) for face in faces]) if len(faces) else \
             torch.zeros(0, 3, self.crop, self.crop)
 
@@ -203,7 +202,6 @@ class FERModel:
         embeddings: also return each face's embedding.
         """
         from muldml.data.faces import align_face, center_square
-        from muldml.prepare import to_rgb
 
         if isinstance(images, (Image.Image, np.ndarray)) or (isinstance(images, torch.Tensor) and images.dim() < 4):
             images = [images]

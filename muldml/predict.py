@@ -88,12 +88,10 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], int]:
 
 def open_photo(path: Path) -> tuple[Image.Image | None, str]:
     """(8-bit RGB image, "") or (None, reason), converted as prepare converts its sources."""
-    from muldml.prepare import to_rgb
+    from muldml.data.images import open_image
 
     try:
-        with Image.open(path) as img:
-            img.load()  # a truncated file fails here, not later
-            return to_rgb(img)[0], ""
+        return open_image(path)[0], ""
     except Exception as e:  # zero-byte, truncated, not an image, permission …
         return None, f"unreadable image: {e.__class__.__name__}: {str(e)[:120]}"
 

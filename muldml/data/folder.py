@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from muldml.data.files import IMAGE_SUFFIXES, image_files, visible_folders
+from muldml.data.images import read_image as load_image
 from muldml.errors import UserError
 
 __all__ = ["IMAGE_SUFFIXES", "Sample", "scan_folder", "originals", "class_counts", "load_image", "FaceDataset"]
@@ -91,15 +91,6 @@ def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
     for s in samples:
         counts[s.label] += 1
     return counts
-
-
-def load_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Open an image as RGB (or ``mode``), with a clear error for unreadable files."""
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
 
 
 class FaceDataset(torch.utils.data.Dataset):
