@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from muldml.data.classes import CANONICAL_CLASSES
+from muldml.data.classes import canonical_label, canonical_order
 from muldml.data.files import image_files, natural_key, visible_files, visible_folders
 from muldml.data.sources.items import RawItem, SourceDataset
 from muldml.errors import UserError
@@ -21,25 +21,6 @@ from muldml.errors import UserError
 __all__ = ["canonical_label", "dataset_root", "rel", "natural_key", "visible_files", "visible_folders", "images_in",
            "other_files", "file_item", "folder_items", "among", "canonical_order", "finish", "parse_number",
            "parse_code", "read_text", "csv_rows", "fails"]
-
-# Spellings that datasets and people use for the canonical classes.
-_SPELLINGS = {
-    **{name: name for name in CANONICAL_CLASSES},
-    "angry": "anger",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "afraid": "fear",
-    "happy": "happiness",
-    "sad": "sadness",
-    "surprised": "surprise",
-    "contemptuous": "contempt",
-}
-
-
-def canonical_label(name: str) -> str | None:
-    """The canonical class a spelling stands for, ignoring case ("Happy" → "happiness"); None if unknown."""
-    return _SPELLINGS.get(name.strip().lower())
-
 
 def dataset_root(root: str | Path) -> Path:
     """``root`` as a Path; UserError if it is not a folder."""
@@ -99,12 +80,6 @@ def among(classes: Sequence[str]) -> Callable[[str], str | None]:
         return label if label in classes else None
 
     return label_of
-
-
-def canonical_order(present: Iterable[str]) -> list[str]:
-    """The canonical classes among ``present``, in the order of `CANONICAL_CLASSES`."""
-    present = set(present)
-    return [name for name in CANONICAL_CLASSES if name in present]
 
 
 def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[str]) -> SourceDataset:
