@@ -179,6 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from muldml.data.files import leaving_out
     from muldml.data.sources import load_source
     from muldml.prepare import PAPER_ROTATIONS, prepare
 
@@ -186,7 +187,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                "include_neutral": args.include_neutral or None, "aligned": False if args.raf_original else None}
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        source = load_source(args.dataset, args.src, **options)
+        with leaving_out(args.out):  # never read back what an earlier run wrote
+            source = load_source(args.dataset, args.src, **options)
     except TypeError as e:
         raise UserError(f"an option given does not apply to dataset {args.dataset!r} ({e})") from None
     rotations = PAPER_ROTATIONS if args.rotations is None else tuple(int(a) for a in args.rotations.split(",") if a)

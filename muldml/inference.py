@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 
 from muldml.config import Config
 from muldml.data.augment import crop_size, eval_transform
+from muldml.data.classes import canonical_label
 from muldml.data.images import to_rgb
 from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
@@ -131,7 +132,7 @@ def normalization(transform: v2.Transform) -> tuple[list[float], list[float]]:
 class FERModel:
     """A trained Mul-DML network ready for photos: see the module doc.
 
-    Attributes: classes (names, in the classifier's order), image_size (side images are
+    Attributes: classes (canonical names, `muldml.data.classes`, in the classifier's order), image_size (side images are
     resized to), crop (the network's input side), mean / std (normalisation per channel),
     face_size (side of the aligned crop), config, net (the MulDMLNet, in eval mode), device.
     """
@@ -142,7 +143,8 @@ class FERModel:
             raise UserError("the checkpoint names no classes")
         if face_size < 1 or batch_size < 1:
             raise UserError(f"face size and batch size must be >= 1, got {face_size} and {batch_size}")
-        self.config, self.classes = cfg, list(cfg.classes)
+        # Canonical names (happy → happiness), also for models trained before names were canonical.
+        self.config, self.classes = cfg, [canonical_label(c) or c for c in cfg.classes]
         self.device = resolve_device(str(device))
         self.net = net.eval().to(self.device)
         self.face_size, self.batch_size = face_size, batch_size

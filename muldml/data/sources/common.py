@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from muldml.data.classes import canonical_label, canonical_order
-from muldml.data.files import image_files, natural_key, visible_files, visible_folders
+from muldml.data.files import identity, image_files, natural_key, visible_files, visible_folders
 from muldml.data.sources.items import RawItem, SourceDataset
 from muldml.errors import UserError
 
@@ -82,8 +82,13 @@ def among(classes: Sequence[str]) -> Callable[[str], str | None]:
     return label_of
 
 
-def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[str]) -> SourceDataset:
-    """Sort the items by key; a key listed again is reported and its first entry kept."""
+def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[str],
+           root: Path | None = None) -> SourceDataset:
+    """Sort the items by key; a key listed again is reported and its first entry kept.
+
+    With ``root`` (keys being paths under it), each real file is data once: another key
+    leading to a file already listed (a link, a linked folder) is skipped, with its reason.
+    """
     unique: dict[str, RawItem] = {}
     for item in items:
         if item.key in unique:
@@ -91,6 +96,17 @@ def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[s
         else:
             unique[item.key] = item
     ordered = sorted(unique.values(), key=lambda item: natural_key(item.key))
+    if root is not None:
+        first: dict[tuple[int, int], str] = {}
+        for i, item in enumerate(ordered):
+            real = identity(root / item.key) if item.label else None
+            if real is None:
+                continue
+            if real in first:
+                ordered[i] = RawItem(item.key, fails("a second name for a file"), None, item.subject, item.split,
+                                     skip_reason=f"same file as {first[real]} (a link)")
+            else:
+                first[real] = item.key
     return SourceDataset(name, classes, ordered, warnings)
 
 

@@ -82,7 +82,7 @@ def _read_fer2013(root: Path, ferplus: Path | None, name: str) -> SourceDataset:
     if votes is not None and next(votes, None) is not None:
         raise UserError(f"FERPlus: {ferplus} has more rows than fer2013.csv ({len(items)})")
     classes = list(CANONICAL_CLASSES) if ferplus else list(EXPRESSIONS)
-    return finish(name, classes, items, warnings)
+    return finish(name, classes, items, warnings, root)
 
 
 def _fer_pixels(text: str | None) -> np.ndarray:
