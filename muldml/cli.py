@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import muldml
 from muldml.config import PRESETS, Config, Runtime, preset_config, read_config_file, split_settings
 from muldml.errors import UserError
 
@@ -243,6 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muldml", description="Multi-threshold deep metric learning for facial expression recognition.")
+    parser.add_argument("--version", action="version", version=f"muldml {muldml.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a preset on an image folder")
