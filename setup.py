@@ -44,6 +44,7 @@ setup(
             "hypothesis==6.170.17",
             "pytorch-metric-learning==2.9.0",  # pinned for the tests and benchmarks
             "scikit-image==0.26.0",
+            "tensorboard==2.21.0",  # the tensorboard extra, pinned for its test
             *EXPORT,
         ],
     },

@@ -95,3 +95,28 @@ def test_the_readmes_own_environment_steps_work_in_a_fresh_venv(tmp_path):
                               env=env, capture_output=True, text=True)
     assert prepared.returncode == 0 and "1 source image(s) ok" in prepared.stdout, prepared
     assert (tmp_path / "out" / "happiness" / "happy__astronaut.png").is_file()
+
+
+def test_tensorboard_option_logs_the_history(tmp_path):
+    """With the tensorboard extra installed, train writes RUN/tensorboard/ holding history.csv's numbers."""
+    from fixtures import make_image_folder
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from muldml.config import Runtime, preset_config
+    from muldml.data.folder import scan_folder
+    from muldml.training import fit
+
+    samples, classes = scan_folder(make_image_folder(tmp_path / "faces", subjects=3, per_subject=1),
+                                   subject_regex=r"^(S\d+)_")
+    cfg = preset_config("mul-dml", tau_min=0.15, tau_max=0.25, tau_step=0.1, slice_dim=8, batch_size=6, epochs=2,
+                        image_size=32, lr=1e-3, seed=0)
+    cfg.classes = classes
+    train = [s for s in samples if s.subject != "S002"]
+    val = [s for s in samples if s.subject == "S002"]
+    state = fit(cfg, train, val, tmp_path / "run", Runtime(device="cpu", num_workers=0), progress=False)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    for row in state["history"]:
+        for key in ("train_ce", "train_triplet_0", "val_acc", "lr"):
+            assert scalars[key.replace("_", "/", 1)][row["epoch"]] == pytest.approx(row[key], rel=1e-6), key
