@@ -99,10 +99,13 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
     return Runtime.from_dict(values | cli)
 
 
-def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | None = None):
+def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | None = None, out: str | None = None):
+    """The samples of folder ``data``; ``out``, the command's output folder, is never read as data."""
+    from muldml.data.files import leaving_out
     from muldml.data.folder import scan_folder
 
-    return scan_folder(data, classes, subject_regex)
+    with leaving_out(out):
+        return scan_folder(data, classes, subject_regex)
 
 
 def split_train_val(samples, cfg: Config, image_level: bool = False):
@@ -138,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.preset)
     runtime = runtime_from_args(args)
-    samples, classes = load_samples(args.data, args.subject_regex)
+    samples, classes = load_samples(args.data, args.subject_regex, out=args.out)
     cfg.classes = classes
     train_samples, val_samples = split_train_val(samples, cfg, args.image_level_split)
     note = image_level_note(samples, args.image_level_split)
@@ -164,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     state = load_checkpoint(args.checkpoint)
     runtime = runtime_from_args(args)
-    samples, _ = load_samples(args.data, args.subject_regex, state["config"]["classes"])
+    samples, _ = load_samples(args.data, args.subject_regex, state["config"]["classes"], args.out)
     samples = originals(samples)
     if args.split:
         samples = [s for s in samples if s.split == args.split]
@@ -205,7 +208,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.preset)
     runtime = runtime_from_args(args)
-    samples, classes = load_samples(args.data, args.subject_regex)
+    samples, classes = load_samples(args.data, args.subject_regex, out=args.out)
     cfg.classes = classes
     summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime,
                              image_level=args.image_level_split)
