@@ -52,7 +52,7 @@ def collect_inputs(inputs: Sequence[str], out: str | Path | None = None) -> tupl
     Raises UserError for an input that names nothing, an input inside ``out``, or when no
     image is found at all.
     """
-    from muldml.data.files import identity, is_image_file, is_left_out, is_metadata, leaving_out, natural_key, walk
+    from muldml.data.files import glob_paths, identity, is_image_file, is_left_out, is_metadata, leaving_out, walk
 
     files: list[Path] = []
     seen: set = set()  # real folders and files taken so far
@@ -80,10 +80,10 @@ def collect_inputs(inputs: Sequence[str], out: str | Path | None = None) -> tupl
             elif path.is_file():
                 take(path)
             elif glob.has_magic(text):
-                matches = sorted(glob.glob(text, recursive=True), key=natural_key)
+                matches = glob_paths(text)
                 if not matches:
                     raise UserError(f"no file matches {text!r}")
-                for match in map(Path, matches):
+                for match in matches:
                     if is_left_out(match):
                         continue  # this command's own output
                     if match.is_dir():

@@ -14,6 +14,8 @@ nothing. A command's own output folder is never read as input: listings made ins
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import inspect
 import os
 import re
@@ -24,7 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageFile
 
 __all__ = ["IMAGE_SUFFIXES", "is_metadata", "is_image_file", "natural_key", "visible_files", "visible_folders",
-           "image_files", "identity", "leaving_out", "is_left_out", "walk"]
+           "image_files", "identity", "leaving_out", "is_left_out", "walk", "glob_paths"]
 
 OS_METADATA = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "icon\r"})
 _IDENTIFIED_ONLY = frozenset({"MPEG"})  # Pillow reads its header, not its frames
@@ -141,3 +143,27 @@ def walk(folder: Path, seen: set | None = None) -> Iterator[tuple[Path, list[Pat
     yield folder, [p for p in images if p in first], [p for p in others if p in first]
     for sub in visible_folders(folder):
         yield from walk(sub, seen)
+
+
+def glob_paths(pattern: str) -> list[Path]:
+    """The paths a glob pattern matches, in natural order.
+
+    ``**`` is matched by a `walk` below the part before it, not by `glob.glob`, whose ``**``
+    follows links into loops (about 40 levels deep for each loop, and multiplying with
+    each further loop): each real folder is entered once, and only files are matched,
+    metadata and left-out folders excluded; a file matched under two names is given once.
+    """
+    if "**" not in pattern:
+        return sorted(map(Path, glob.glob(pattern)), key=lambda p: natural_key(str(p)))
+    head = pattern.split("**", 1)[0]
+    bases = glob.glob(head) if glob.has_magic(head) else [head or "."]
+    # "a/**/b" also matches "a/b"; fnmatch's "*" crosses "/", which covers the other depths.
+    patterns = {os.path.normpath(pattern), os.path.normpath(pattern.replace("**" + os.sep, ""))}
+    found, folders, files = [], set(), set()
+    for base in bases:
+        for folder, _, _ in walk(Path(base), folders):
+            for path in sum(image_files(folder), []):
+                if identity(path) not in files and any(fnmatch.fnmatchcase(os.path.normpath(path), q) for q in patterns):
+                    files.add(identity(path))
+                    found.append(path)
+    return sorted(found, key=lambda p: natural_key(str(p)))
