@@ -110,7 +110,8 @@ def visible_folders(folder: Path) -> list[Path]:
     if not folder.is_dir() or is_left_out(folder):
         return []
     left_out = _LEFT_OUT.get()
-    folders = (p for p in folder.iterdir() if not is_metadata(p) and p.is_dir() and identity(p) not in left_out)
+    folders = (p for p in folder.iterdir()
+               if not is_metadata(p) and p.is_dir() and not (left_out and identity(p) in left_out))
     return sorted(folders, key=lambda p: natural_key(p.name))
 
 
