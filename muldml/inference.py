@@ -5,7 +5,7 @@
     out = model.embed(aligned_faces)                      # (B, N·d) embedding, (B, N, d) slices
 
 Photos go the way ``muldml prepare`` takes training images: converted to 8-bit RGB by
-`muldml.prepare.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
+`muldml.data.images.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
 MTCNN (`muldml.data.faces.FaceDetector.detect_faces`), each aligned by
 `muldml.data.faces.align_face` at ``face_size`` (prepare's ``--size``, 236 by default as
 in the paper); with ``detect=False`` the image is taken as an aligned face and cut with
@@ -31,6 +31,8 @@ from torchvision.transforms import v2
 
 from muldml.config import Config
 from muldml.data.augment import crop_size, eval_transform
+from muldml.data.classes import canonical_label
+from muldml.data.images import to_rgb
 from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
 from muldml.training.distributed import resolve_device
@@ -130,7 +132,7 @@ def normalization(transform: v2.Transform) -> tuple[list[float], list[float]]:
 class FERModel:
     """A trained Mul-DML network ready for photos: see the module doc.
 
-    Attributes: classes (names, in the classifier's order), image_size (side images are
+    Attributes: classes (canonical names, `muldml.data.classes`, in the classifier's order), image_size (side images are
     resized to), crop (the network's input side), mean / std (normalisation per channel),
     face_size (side of the aligned crop), config, net (the MulDMLNet, in eval mode), device.
     """
@@ -141,7 +143,8 @@ class FERModel:
             raise UserError("the checkpoint names no classes")
         if face_size < 1 or batch_size < 1:
             raise UserError(f"face size and batch size must be >= 1, got {face_size} and {batch_size}")
-        self.config, self.classes = cfg, list(cfg.classes)
+        # Canonical names (happy → happiness), also for models trained before names were canonical.
+        self.config, self.classes = cfg, [canonical_label(c) or c for c in cfg.classes]
         self.device = resolve_device(str(device))
         self.net = net.eval().to(self.device)
         self.face_size, self.batch_size = face_size, batch_size
@@ -162,8 +165,6 @@ class FERModel:
 
     def tensors(self, faces: Sequence[ImageLike]) -> torch.Tensor:
         """Aligned faces → (B, 3, crop, crop) network input, by the evaluation transform."""
-        from muldml.prepare import to_rgb
-
         return torch.stack([self.transform(to_rgb(as_pil(face))[0]) for face in faces]) if len(faces) else \
             torch.zeros(0, 3, self.crop, self.crop)
 
@@ -203,7 +204,6 @@ class FERModel:
         embeddings: also return each face's embedding.
         """
         from muldml.data.faces import align_face, center_square
-        from muldml.prepare import to_rgb
 
         if isinstance(images, (Image.Image, np.ndarray)) or (isinstance(images, torch.Tensor) and images.dim() < 4):
             images = [images]

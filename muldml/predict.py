@@ -4,8 +4,9 @@
                    [--annotate] [--embeddings] [--no-detect] [--batch-size N] [--device D]
                    [--resume | --overwrite]
 
-Folders are read recursively; operating-system metadata and hidden files are left out,
-and other files that are not images are counted as ignored. Each image becomes one
+Folders are read recursively, each real folder and file once however many links lead to
+it; the output folder is never read back; operating-system metadata and hidden files are
+left out, and other files that are not images are counted as ignored. Each image becomes one
 record per face (see `muldml.inference.FaceRecord`), one "no_face" record when none is
 found, or one "unreadable" record with the reason; the run goes on and counts them.
 DIR/predictions.jsonl (or .csv) is written atomically at the end; ``--annotate`` writes
@@ -24,7 +25,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -40,60 +41,72 @@ FORMATS = ("jsonl", "csv")
 PARTIAL = ".predictions.partial.jsonl"  # records so far, one line per image: what --resume reads
 
 
-def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], int]:
+def collect_inputs(inputs: Sequence[str], out: str | Path | None = None) -> tuple[list[Path], int]:
     """Image files named by `inputs` (files, folders read recursively, or glob patterns), in
     order without repeats, and the number of non-image files left out of folders.
 
     A file named explicitly is always tried (an unreadable one gets its own record);
-    metadata and hidden files are never data. Raises UserError for an input that names
-    nothing, or when no image is found at all.
+    metadata and hidden files are never data. Each real folder is entered once and each
+    real file taken once, however many links or inputs lead to it (`muldml.data.files.walk`).
+    ``out``, the command's output folder, is never read: walks and globs leave it out.
+    Raises UserError for an input that names nothing, an input inside ``out``, or when no
+    image is found at all.
     """
-    from muldml.data.files import image_files, is_image_file, is_metadata, natural_key, visible_folders
-
-    def walk(folder: Path) -> Iterable[Path]:
-        nonlocal ignored
-        images, others = image_files(folder)
-        ignored += len(others)
-        yield from images
-        for sub in visible_folders(folder):
-            yield from walk(sub)
+    from muldml.data.files import glob_paths, identity, is_image_file, is_left_out, is_metadata, leaving_out, walk
 
     files: list[Path] = []
+    seen: set = set()  # real folders and files taken so far
     ignored = 0
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files += walk(path)
-        elif path.is_file():
+
+    def take(path: Path) -> None:
+        real = identity(path)
+        if real not in seen:
+            seen.add(real)
             files.append(path)
-        elif glob.has_magic(text):
-            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
-            if not matches:
-                raise UserError(f"no file matches {text!r}")
-            for match in map(Path, matches):
-                if match.is_dir():
-                    files += walk(match)
-                elif not is_metadata(match) and match.is_file():
-                    if is_image_file(match):
-                        files.append(match)
-                    else:
-                        ignored += 1
-        else:
-            raise UserError(f"input not found: {text}")
-    unique = list(dict.fromkeys(files))
-    if not unique:
+
+    def take_folder(folder: Path) -> None:
+        nonlocal ignored
+        for _, images, others in walk(folder, seen):
+            files.extend(images)
+            ignored += len(others)
+
+    with leaving_out(out):
+        for text in inputs:
+            path = Path(text)
+            if (path.exists() or not glob.has_magic(text)) and is_left_out(path):
+                raise UserError(f"input {text} lies in the output folder {out}; choose another --out")
+            if path.is_dir():
+                take_folder(path)
+            elif path.is_file():
+                take(path)
+            elif glob.has_magic(text):
+                matches = glob_paths(text)
+                if not matches:
+                    raise UserError(f"no file matches {text!r}")
+                for match in matches:
+                    if is_left_out(match):
+                        continue  # this command's own output
+                    if match.is_dir():
+                        take_folder(match)
+                    elif not is_metadata(match) and match.is_file():
+                        if is_image_file(match):
+                            take(match)
+                        elif identity(match) not in seen:
+                            seen.add(identity(match))
+                            ignored += 1
+            else:
+                raise UserError(f"input not found: {text}")
+    if not files:
         raise UserError(f"no image files found in {', '.join(inputs)}")
-    return unique, ignored
+    return files, ignored
 
 
 def open_photo(path: Path) -> tuple[Image.Image | None, str]:
     """(8-bit RGB image, "") or (None, reason), converted as prepare converts its sources."""
-    from muldml.prepare import to_rgb
+    from muldml.data.images import open_image
 
     try:
-        with Image.open(path) as img:
-            img.load()  # a truncated file fails here, not later
-            return to_rgb(img)[0], ""
+        return open_image(path)[0], ""
     except Exception as e:  # zero-byte, truncated, not an image, permission …
         return None, f"unreadable image: {e.__class__.__name__}: {str(e)[:120]}"
 
@@ -243,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                         "or --overwrite to start again")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    files, ignored = collect_inputs(args.inputs)
+    files, ignored = collect_inputs(args.inputs, out)
     check_writable(out)
     annotate_dir = out / "annotated" if args.annotate else None
     if annotate_dir is not None:
