@@ -568,9 +568,12 @@ def triton_triplet_loss(
     """
     if labels.dtype not in (torch.int32, torch.int64):
         labels = labels.to(torch.int32)
-    loss, slice_losses, pos, neg, active, count = _TripletLossFunction.apply(
-        embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
-    )
+    # The few torch operations around the kernels run in fp32 whatever the autocast state
+    # (the kernels themselves never see autocast): mining is `precision` alone.
+    with torch.autocast(embeddings.device.type, enabled=False):
+        loss, slice_losses, pos, neg, active, count = _TripletLossFunction.apply(
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
+        )
     return TripletLossOutput(
         loss=loss.to(embeddings.dtype) if embeddings.dtype == torch.float64 else loss,
         slice_losses=slice_losses,
