@@ -45,6 +45,7 @@ per slice and anchor, partial results of the column splits).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -79,13 +80,21 @@ def _inverse_norm(norm, EPS, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _prepare_kernel(
+def _round_to_tf32(y):
+    """Round fp32 to the nearest tf32 value (10 mantissa bits, ties away from zero), as
+    cvt.rna.tf32.f32 does; inf and NaN pass unchanged."""
+    bits = y.to(tl.uint32, bitcast=True)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(y) < float("inf"), rounded, y)
+
+
+@triton.jit
+def _stats_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
-    CENTRE,  # (N, d) fp32: the slice's batch mean of x̂
-    Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c, zero in the padding
     NORMS,  # (N, B) fp32 out: ‖x‖ before normalisation
-    SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
-    B, B_PAD, D, D_PAD, EPS,
+    CENTRE_SUM,  # (N, d) fp32, zeroed; accumulated: Σ_b x̂_b
+    BAD,  # (1,) int32, zeroed; accumulated: rows whose squared norm is not finite
+    B, D, EPS,
     NORMALIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -95,25 +104,51 @@ def _prepare_kernel(
     dims = tl.arange(0, BLOCK_D)
     first_col = slice_id * D
     sq_x = tl.zeros((BLOCK_R,), tl.float32)
-    if NORMALIZE:
-        for k in range(0, D, BLOCK_D):
-            x = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
-            sq_x += tl.sum(x * x, axis=1)
+    for k in range(0, D, BLOCK_D):
+        x = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
+        sq_x += tl.sum(x * x, axis=1)
     norm = tl.sqrt(sq_x)
+    tl.store(NORMS + slice_id * B + rows, norm, mask=row_ok)
+    tl.atomic_add(BAD, tl.sum((row_ok & ~(sq_x < float("inf"))).to(tl.int32), axis=0), sem="relaxed")
     inv = _inverse_norm(norm, EPS, NORMALIZE)
+    for k in range(0, D, BLOCK_D):
+        dim_ok = k + dims < D
+        x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
+        tl.atomic_add(CENTRE_SUM + slice_id * D + k + dims, tl.sum(x * inv[:, None], axis=0), mask=dim_ok,
+                      sem="relaxed")
+
+
+@triton.jit
+def _prepare_kernel(
+    X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
+    NORMS,  # (N, B) fp32 ‖x‖ from the stats pass
+    CENTRE_SUM,  # (N, d) fp32 Σ_b x̂_b from the stats pass: c = CENTRE_SUM / B
+    Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c rounded to the mining precision, zero in the padding
+    SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
+    B, B_PAD, D, D_PAD, EPS,
+    NORMALIZE: tl.constexpr, ROUND_TF32: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < B
+    dims = tl.arange(0, BLOCK_D)
+    first_col = slice_id * D
+    inv = _inverse_norm(tl.load(NORMS + slice_id * B + rows, mask=row_ok, other=1.0), EPS, NORMALIZE)
     sq_y = tl.zeros((BLOCK_R,), tl.float32)
     out_rows = (slice_id * B_PAD + rows).to(tl.int64) * D_PAD
     for k in range(0, D_PAD, BLOCK_D):
         dim_ok = k + dims < D
         x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
-        centre = tl.load(CENTRE + slice_id * D + k + dims, mask=dim_ok, other=0.0)
+        centre = tl.load(CENTRE_SUM + slice_id * D + k + dims, mask=dim_ok, other=0.0) / B
         y = tl.where(row_ok[:, None] & dim_ok[None, :], x * inv[:, None] - centre[None, :], 0.0)
-        y = y.to(Y.dtype.element_ty)
+        if ROUND_TF32:  # the tensor cores then multiply exactly these values
+            y = _round_to_tf32(y)
+        y = y.to(Y.dtype.element_ty)  # bf16 mining copy: round to nearest even
         tl.store(Y + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
         y = y.to(tl.float32)
         sq_y += tl.sum(y * y, axis=1)
     tl.store(SQ + slice_id * B_PAD + rows, sq_y)
-    tl.store(NORMS + slice_id * B + rows, norm, mask=row_ok)
 
 
 @triton.jit
@@ -193,8 +228,8 @@ def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     PART_POS, PART_NEG, PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) from the mining
     NORMS,  # (N, B) fp32 ‖x‖
-    MARGINS,  # (N,) fp32
-    POS, NEG,  # (N, B) int32 out: hardest positive / negative, -1 where no triplet
+    MARGINS,  # (N,) fp32 or fp64
+    POS, NEG,  # (N, B) int64 out: hardest positive / negative, -1 where no triplet
     DIST,  # (3, N, B) fp32 out: d(a,p*), d(a,n*), d(p*,n*)
     SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
@@ -253,7 +288,7 @@ def _hinge_kernel(
     d_an = tl.sqrt(sq_an)
     d_pn = tl.sqrt(sq_pn)
 
-    margin = tl.load(MARGINS + slice_id)
+    margin = tl.load(MARGINS + slice_id).to(tl.float32)
     hinge_an = tl.where(valid, tl.maximum(d_ap - d_an + margin, 0.0), 0.0)
     total = tl.sum(hinge_an, axis=0)
     active = tl.sum((hinge_an > 0).to(tl.int32), axis=0)
@@ -262,8 +297,8 @@ def _hinge_kernel(
         total += tl.sum(hinge_pn, axis=0)
         active += tl.sum((hinge_pn > 0).to(tl.int32), axis=0)
 
-    tl.store(POS + idx, tl.where(valid, pos_idx, -1), mask=row_ok)
-    tl.store(NEG + idx, tl.where(valid, neg_idx, -1), mask=row_ok)
+    tl.store(POS + idx, tl.where(valid, pos_idx, -1).to(tl.int64), mask=row_ok)
+    tl.store(NEG + idx, tl.where(valid, neg_idx, -1).to(tl.int64), mask=row_ok)
     tl.store(DIST + idx, d_ap, mask=row_ok)
     tl.store(DIST + num_slices * B + idx, d_an, mask=row_ok)
     tl.store(DIST + 2 * num_slices * B + idx, d_pn, mask=row_ok)
@@ -274,13 +309,36 @@ def _hinge_kernel(
 
 
 @triton.jit
+def _finish_kernel(
+    SUMS, ACTIVE, COUNT, BAD,  # from the stats and hinge kernels (see there)
+    WEIGHTS,  # (N,) fp32 or fp64 w_i
+    LOSS,  # () fp32 out: λ·Σ_i w_i·loss_i, NaN when an input row is not finite
+    SLICE_LOSSES,  # (N,) fp32 out: loss_i = Σ hinge terms / (K · terms per anchor)
+    ACTIVE_OUT, COUNT_OUT,  # (N,) and () int64 out: the diagnostics, ready to read
+    N, LAM, TERMS,
+    BLOCK: tl.constexpr,
+):
+    i = tl.arange(0, BLOCK)
+    ok = i < N
+    count = tl.load(COUNT)
+    slice_loss = tl.load(SUMS + i, mask=ok, other=0.0) / (tl.maximum(count, 1) * TERMS).to(tl.float32)
+    slice_loss = tl.where(tl.load(BAD) > 0, float("nan"), slice_loss)
+    weights = tl.load(WEIGHTS + i, mask=ok, other=0.0).to(tl.float32)
+    tl.store(LOSS, LAM * tl.sum(tl.where(ok, weights * slice_loss, 0.0), axis=0))
+    tl.store(SLICE_LOSSES + i, slice_loss, mask=ok)
+    tl.store(ACTIVE_OUT + i, tl.load(ACTIVE + i, mask=ok, other=0).to(tl.int64), mask=ok)
+    tl.store(COUNT_OUT, count.to(tl.int64))
+
+
+@triton.jit
 def _backward_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     GRAD,  # (B, N·d) fp32 contiguous, zero-initialised; accumulated
     POS, NEG, DIST, NORMS, MARGINS,  # saved by the forward (see there)
-    WEIGHTS,  # (N,) fp32 w_i
-    GRAD_OUT,  # (1,) fp32 upstream gradient of the scalar loss
+    WEIGHTS,  # (N,) w_i
+    GRAD_OUT,  # () upstream gradient of the scalar loss
     COUNT,  # (1,) int32 K
+    BAD,  # (1,) int32: non-finite input rows; then the whole gradient is NaN
     SCALE,  # λ / terms per anchor (1 traditional, 2 dual)
     B, D, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
@@ -303,10 +361,11 @@ def _backward_kernel(
     d_an = tl.load(DIST + num_slices * B + idx, mask=valid, other=0.0)
     d_pn = tl.load(DIST + 2 * num_slices * B + idx, mask=valid, other=0.0)
 
+    poison = tl.load(BAD) > 0
     # dLoss/d(hinge term) for an active term: grad_out · λ · w_i / (K · terms per anchor).
     count = tl.maximum(tl.load(COUNT), 1).to(tl.float32)
-    coef = tl.load(GRAD_OUT) * SCALE * tl.load(WEIGHTS + slice_id) / count
-    margin = tl.load(MARGINS + slice_id)
+    coef = tl.load(GRAD_OUT).to(tl.float32) * SCALE * tl.load(WEIGHTS + slice_id).to(tl.float32) / count
+    margin = tl.load(MARGINS + slice_id).to(tl.float32)
     active_an = valid & (d_ap - d_an + margin > 0)
     g_ap = tl.where(active_an, coef, 0.0)
     g_an = tl.where(active_an, -coef, 0.0)
@@ -367,8 +426,12 @@ def _backward_kernel(
             grad_p = (grad_p - xp * proj_p[:, None]) * inv_p[:, None]
             grad_n = (grad_n - xn * proj_n[:, None]) * inv_n[:, None]
         mask = touched[:, None] & dim_ok[None, :]
+        # Non-finite input: every program poisons its own rows of its slice (the whole
+        # gradient), so that the step is visibly bad (a GradScaler skips it).
+        grad_a = tl.where(poison, float("nan"), grad_a)
+        mask_a = (touched | (row_ok & poison))[:, None] & dim_ok[None, :]
         # Relaxed: only the sums matter, not their order against other memory operations.
-        tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask, sem="relaxed")
+        tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask_a, sem="relaxed")
         tl.atomic_add(GRAD + p.to(tl.int64)[:, None] * width + cols[None, :], grad_p, mask=mask, sem="relaxed")
         tl.atomic_add(GRAD + n.to(tl.int64)[:, None] * width + cols[None, :], grad_n, mask=mask, sem="relaxed")
 
@@ -446,8 +509,17 @@ def column_splits(batch: int, num_slices: int, device: torch.device, block_m: in
     return max(1, min(want, triton.cdiv(batch, block_n)))
 
 
-def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
-    """Run pre-pass, mining and hinge; returns the saved buffers and per-slice sums."""
+def _device_guard(device: torch.device):
+    """Launch on the tensors' device, not on the current one (a process may drive several GPUs)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
+    """The forward's launches: one zero-fill, then stats, pre-pass, mining, hinge and finish.
+
+    Returns (loss, slice_losses, diagnostics, saved) where diagnostics is one int64 buffer
+    holding pos (N, B), neg (N, B), num_active (N,) and K, and saved what backward needs.
+    """
     batch = x.shape[0]
     num_slices = margins.numel()
     device = x.device
@@ -455,72 +527,73 @@ def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
     block_k = mining_configs(precision)[0].block_k
     d_pad = triton.cdiv(slice_dim, block_k) * block_k
     b_pad = triton.cdiv(batch, ROW_PAD) * ROW_PAD
+    f32, i32 = torch.float32, torch.int32
 
-    # Centre c of each slice: the batch mean of x̂ (no host sync; any c gives the same distances).
-    slices = x.reshape(batch, num_slices, slice_dim).float()
-    if normalize:
-        inv = 1.0 / torch.linalg.vector_norm(slices, dim=2).clamp_min(NORMALIZE_EPS)
-        centre = torch.einsum("bn,bnd->nd", inv, slices) / batch
-    else:
-        centre = slices.mean(0)
+    # One zero-filled int32 workspace for every accumulator (0 bits are 0.0 in fp32 too):
+    # centre sums (N·d) | non-finite rows (1) | hinge sums (N) | active terms (N) | K (1).
+    work = torch.zeros(num_slices * slice_dim + 2 * num_slices + 2, dtype=i32, device=device)
+    centre_sum = work[: num_slices * slice_dim].view(f32)
+    rest = work[num_slices * slice_dim :]
+    bad, sums, active, count = rest[:1], rest[1 : 1 + num_slices].view(f32), rest[1 + num_slices : -1], rest[-1:]
 
+    norms = torch.empty(num_slices, batch, dtype=f32, device=device)
     mining = torch.empty(num_slices, b_pad, d_pad, dtype=mining_dtype, device=device)
-    sq = torch.empty(num_slices, b_pad, dtype=torch.float32, device=device)
-    norms = torch.empty(num_slices, batch, dtype=torch.float32, device=device)
-    cfg = prepare_config(slice_dim)
-    _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
-        x, x.stride(0), x.stride(1), centre.contiguous(), mining, norms, sq,
-        batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
-        NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-
+    sq = torch.empty(num_slices, b_pad, dtype=f32, device=device)
     splits = column_splits(batch, num_slices, device)
-    part_pos = torch.empty(splits, num_slices, batch, dtype=torch.float32, device=device)
-    part_neg = torch.empty_like(part_pos)
-    part_pos_idx = torch.empty(splits, num_slices, batch, dtype=torch.int32, device=device)
-    part_neg_idx = torch.empty_like(part_pos_idx)
-    grid = lambda meta: (triton.cdiv(batch, meta["BLOCK_M"]), num_slices, splits)  # noqa: E731
-    MINE[precision][grid](
-        mining, sq, labels, labels.stride(0), part_pos, part_neg, part_pos_idx, part_neg_idx,
-        batch, b_pad, d_pad, PRECISION=dot_precision,
-        # Triton's interpreter multiplies the bit patterns of bf16 operands: upcast there only.
-        UPCAST=INTERPRET and mining_dtype == torch.bfloat16,
-    )
-    del mining, sq  # the mining copy is not kept for backward
+    part_val = torch.empty(2, splits, num_slices, batch, dtype=f32, device=device)
+    part_idx = torch.empty(2, splits, num_slices, batch, dtype=i32, device=device)
+    diagnostics = torch.empty(2 * num_slices * batch + num_slices + 1, dtype=torch.int64, device=device)
+    pos, neg = diagnostics[: num_slices * batch], diagnostics[num_slices * batch : 2 * num_slices * batch]
+    dist = torch.empty(3, num_slices, batch, dtype=f32, device=device)
+    losses = torch.empty(num_slices + 1, dtype=f32, device=device)  # slice losses, then the loss
 
-    pos = torch.empty(num_slices, batch, dtype=torch.int32, device=device)
-    neg = torch.empty_like(pos)
-    dist = torch.empty(3, num_slices, batch, dtype=torch.float32, device=device)
-    sums = torch.zeros(num_slices, dtype=torch.float32, device=device)
-    active = torch.zeros(num_slices, dtype=torch.int32, device=device)
-    count = torch.zeros(1, dtype=torch.int32, device=device)
-    cfg = hinge_config(slice_dim)
-    _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
-        x, x.stride(0), x.stride(1), part_pos, part_neg, part_pos_idx, part_neg_idx, norms, margins,
-        pos, neg, dist, sums, active, count, batch, slice_dim, splits, NORMALIZE_EPS,
-        DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    return pos, neg, dist, norms, sums, active, count, centre
+    cfg = prepare_config(slice_dim)
+    with _device_guard(device):
+        _stats_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
+            x, x.stride(0), x.stride(1), norms, centre_sum, bad, batch, slice_dim, NORMALIZE_EPS,
+            NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
+            x, x.stride(0), x.stride(1), norms, centre_sum, mining, sq,
+            batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
+            NORMALIZE=normalize, ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        grid = lambda meta: (triton.cdiv(batch, meta["BLOCK_M"]), num_slices, splits)  # noqa: E731
+        MINE[precision][grid](
+            mining, sq, labels, labels.stride(0), part_val[0], part_val[1], part_idx[0], part_idx[1],
+            batch, b_pad, d_pad, PRECISION=dot_precision,
+            # Triton's interpreter multiplies the bit patterns of bf16 operands: upcast there only.
+            UPCAST=INTERPRET and mining_dtype == torch.bfloat16,
+        )
+        cfg = hinge_config(slice_dim)
+        _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
+            x, x.stride(0), x.stride(1), part_val[0], part_val[1], part_idx[0], part_idx[1], norms, margins,
+            pos, neg, dist, sums, active, count, batch, slice_dim, splits, NORMALIZE_EPS,
+            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        _finish_kernel[(1,)](
+            sums, active, count, bad, weights, losses[num_slices:], losses[:num_slices],
+            diagnostics[2 * num_slices * batch : -1], diagnostics[-1:], num_slices, lam, 2 if dual else 1,
+            BLOCK=max(16, triton.next_power_of_2(num_slices)), num_warps=1,
+        )
+    # The mining copy and the partial results are freed here: not kept for backward.
+    saved = (pos.view(num_slices, batch), neg.view(num_slices, batch), dist, norms, count, bad)
+    return losses[num_slices], losses[:num_slices], diagnostics, saved
 
 
 class _TripletLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
-        margins = margins.to(torch.float32)
-        pos, neg, dist, norms, sums, active, count, centre = _launch_forward(
-            embeddings, labels, margins, slice_dim, dual, normalize, precision)
-        terms = 2 if dual else 1
-        slice_losses = sums / (count.clamp_min(1) * terms)
-        weights = weights.to(torch.float32)
-        # A non-finite embedding makes the batch mean non-finite: the loss becomes NaN
-        # (0·inf = NaN) without a host synchronisation.
-        loss = lam * (weights * slice_losses).sum() + 0.0 * centre.sum()
-        ctx.save_for_backward(embeddings, pos, neg, dist, norms, margins, weights, count)
-        ctx.config = (lam / terms, slice_dim, dual, normalize)
-        ctx.mark_non_differentiable(slice_losses, pos, neg, active, count)
-        return loss, slice_losses, pos, neg, active, count
+        loss, slice_losses, diagnostics, saved = _launch_forward(
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision)
+        ctx.save_for_backward(embeddings, margins, weights, *saved)
+        ctx.config = (lam / (2 if dual else 1), slice_dim, dual, normalize)
+        ctx.mark_non_differentiable(slice_losses, diagnostics)
+        ctx.set_materialize_grads(False)  # no zero gradients made for the diagnostics
+        return loss, slice_losses, diagnostics
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
@@ -529,19 +602,22 @@ class _TripletLossFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("the triton backend's loss is differentiable once: create_graph=True is not "
                                "supported (use backend='torch' for higher derivatives)")
-        embeddings, pos, neg, dist, norms, margins, weights, count = ctx.saved_tensors
+        if grad_loss is None:
+            return (None,) * 9
+        embeddings, margins, weights, pos, neg, dist, norms, count, bad = ctx.saved_tensors
         scale, slice_dim, dual, normalize = ctx.config
         batch, width = embeddings.shape
+        # fp32 accumulation buffer; for half-precision input a (B, N·d) fp32 temporary.
         grad = torch.zeros(batch, width, dtype=torch.float32, device=embeddings.device)
         cfg = backward_config(slice_dim)
-        _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
-            embeddings, embeddings.stride(0), embeddings.stride(1), grad,
-            pos, neg, dist, norms, margins, weights,
-            grad_loss.reshape(1).to(torch.float32), count, scale,
-            batch, slice_dim, NORMALIZE_EPS,
-            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
+        with _device_guard(embeddings.device):
+            _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
+                embeddings, embeddings.stride(0), embeddings.stride(1), grad,
+                pos, neg, dist, norms, margins, weights, grad_loss, count, bad, scale,
+                batch, slice_dim, NORMALIZE_EPS,
+                DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            )
         return grad.to(embeddings.dtype), None, None, None, None, None, None, None, None
 
 
@@ -560,26 +636,33 @@ def triton_triplet_loss(
     """Fused multi-threshold triplet loss. Same contract as muldml.backend_torch.torch_triplet_loss.
 
     embeddings: (B, N·d) fp32/fp16/bf16 (fp64 is computed in fp32); labels: (B,) int of
-    any stride; margins, weights: (N,) on the embeddings' device. precision: mining
-    precision, "tf32", "tf32x3" or "bf16" (see the module notes). No host synchronisation:
-    with margins and weights already on the device the call can be captured in a CUDA graph.
+    any stride; margins, weights: (N,) fp32 or fp64 on the embeddings' device. precision:
+    mining precision, "tf32", "tf32x3" or "bf16" (see the module notes). Launches run on
+    the embeddings' device whatever the current CUDA device. No host synchronisation and
+    no host-to-device copy: the call can be captured in a CUDA graph. Forward + backward is
+    8 launches for fp32 input (int32/int64 labels); a cast more for half or fp64 input.
+    Non-finite input (or a slice whose squared norm overflows fp32) gives a NaN loss and
+    slice losses and an all-NaN gradient: it is not refused, since checking would
+    synchronise (muldml.losses refuses it where check_finite is on).
     Twice differentiating (create_graph=True) raises.
     Raises KeyError for an unknown precision (muldml.losses checks it first).
     """
     if labels.dtype not in (torch.int32, torch.int64):
         labels = labels.to(torch.int32)
-    # The few torch operations around the kernels run in fp32 whatever the autocast state
-    # (the kernels themselves never see autocast): mining is `precision` alone.
+    # The kernels never see autocast; nothing around them is autocast either: mining is
+    # `precision` alone, whatever the caller's autocast state.
     with torch.autocast(embeddings.device.type, enabled=False):
-        loss, slice_losses, pos, neg, active, count = _TripletLossFunction.apply(
+        loss, slice_losses, diagnostics = _TripletLossFunction.apply(
             embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
         )
+    num_slices, batch = margins.numel(), embeddings.shape[0]
+    pos_neg = diagnostics[: 2 * num_slices * batch].view(2, num_slices, batch)
     return TripletLossOutput(
         loss=loss.to(embeddings.dtype) if embeddings.dtype == torch.float64 else loss,
         slice_losses=slice_losses,
-        pos_idx=pos.long(),
-        neg_idx=neg.long(),
-        num_active=active.long(),
-        num_triplets=count[0].long(),
+        pos_idx=pos_neg[0],
+        neg_idx=pos_neg[1],
+        num_active=diagnostics[2 * num_slices * batch : -1],
+        num_triplets=diagnostics[-1],
         dual=dual,
     )
