@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 
 ARCHS = (80, 90)
-KERNEL_NAMES = ("prepare", "mine", "hinge", "backward")
+KERNEL_NAMES = ("stats", "prepare", "mine", "hinge", "finish", "backward")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,9 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
 
     assert triplet.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
     log, current = [], [""]
-    for name in ("prepare", "hinge", "backward"):
+    for name in KERNEL_NAMES:
+        if name == "mine":
+            continue
         attr = f"_{name}_kernel"
         setattr(triplet, attr, _Recorder(name, getattr(triplet, attr), log, current))
     for precision, kernel in list(triplet.MINE.items()):

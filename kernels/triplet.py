@@ -1,47 +1,64 @@
 """Fused multi-threshold batch-hard (dual) triplet loss in Triton.
 
-Forward, three Triton launches and no host synchronisation (besides them, a few small
-torch operations: the batch mean c, zeroed accumulators, the weighted sum of the slices):
+Forward, one zero-fill and five Triton launches, no host synchronisation and no
+host-to-device copy (capturable in a CUDA graph):
 
-1. Pre-pass, grid (row blocks × slices): each slice row x is read once (any dtype, any
-   strides, 64-bit offsets), its norm ‖x‖ kept, and the mining copy y = x̂ − c written
-   contiguously in the mining precision, with ‖y‖². x̂ = x/max(‖x‖, eps) when the loss
-   normalises, else x; c is the slice's mean of x̂ over the batch. Distances are
-   translation-invariant, so centring changes no distance, yet it keeps the Gram
-   expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖² accurate for large-norm or
-   clustered features, where the three terms would otherwise cancel.
-2. Mining, grid (anchor blocks × slices × column splits): each program streams column
+1. Stats, grid (row blocks × slices): each slice row x is read, its norm ‖x‖ kept, and
+   x̂ = x/max(‖x‖, eps) (x when the loss does not normalise) added atomically into the
+   slice's sum; rows whose squared norm is not finite are counted.
+2. Pre-pass, grid (row blocks × slices): the mining copy y = x̂ − c, c the slice's batch
+   mean of x̂, written contiguously in the mining precision (rounded to it here), with
+   ‖y‖² of the stored values. Distances are translation-invariant, so centring changes no
+   distance, yet it keeps the Gram expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖²
+   accurate for large-norm or clustered features, where the three terms would otherwise cancel.
+3. Mining, grid (anchor blocks × slices × column splits): each program streams column
    tiles of its share of the batch, forms y_a·y_b on tensor cores (tl.dot), turns them into
    scores ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant), masks them
    by label and keeps the hardest positive (largest) and negative (smallest) with its
    index: no B×B matrix exists. Small batches are split over columns so that the grid
-   fills the GPU; a split's partial result is merged in step 3.
-3. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
-   distances exactly in fp32 from the input rows, forms the hinge terms and reduces them.
+   fills the GPU; a split's partial result is merged in step 4.
+4. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
+   distances exactly in fp32 from the input rows, forms the hinge terms and adds them up
+   per slice (atomics), with the count K of valid anchors.
+5. Finish, one program: slice losses, the weighted loss λ·Σ w_i·loss_i, and the
+   diagnostics as int64 (indices are written as int64 by step 4): no cast is left to do.
 
-Backward, one Triton launch over (row blocks × slices): every active hinge term scatters its
-analytic gradient into the rows a, p*, n* (through the slice's L2 normalisation when the
-loss normalises) with relaxed fp32 atomic adds.
+Backward, one zero-fill and one Triton launch over (row blocks × slices): every active
+hinge term scatters its analytic gradient into the rows a, p*, n* (through the slice's L2
+normalisation when the loss normalises) with relaxed fp32 atomic adds. Every launch runs
+under the input's device (torch.cuda.device), not the current one.
 
 Mining precision (``precision``), for fp32 mining copies unless said otherwise:
-- "tf32" (default): one tensor-core product with 10-bit mantissas.
+- "tf32" (default): one tensor-core product with 10-bit mantissas. The pre-pass rounds the
+  copy to tf32 (to nearest, ties away from zero, as cvt.rna.tf32.f32): the tensor cores,
+  which read only the top 19 bits of an fp32 operand, then multiply exactly these values
+  rather than truncated ones, and the interpreter (which multiplies exactly) mines what a
+  GPU mines, up to the order of the fp32 accumulation. Unit roundoff 2⁻¹¹.
 - "tf32x3": three tf32 products (split operands), about fp32 accuracy on tensor cores.
-- "bf16": the mining copy is stored in bf16 (8-bit mantissas), half the traffic.
+- "bf16": the mining copy is stored in bf16 (8-bit mantissas, round to nearest even), half
+  the traffic; products of bf16 values are exact in fp32.
 Mining only ranks candidates; the loss and gradient always use exact fp32 distances of
 the triplets chosen. With unit roundoff u (2⁻¹¹ tf32, 2⁻⁸ bf16, about 2⁻²² tf32x3) and R
-the largest centred norm ‖y‖ of the slice, a score is off by at most about 4·u·R² (plus
-the fp32 accumulation, about d·2⁻²³·R²). So a precision may pick a different positive
-(negative) only where another candidate's squared distance is within twice that of the
-hardest one; that candidate is then as hard up to that gap. Exact ties between coincident
-candidates (identical scores) still go to the lowest index.
+the largest centred norm ‖y‖ of the slice, a squared distance of the rounded copy is off
+by at most about 4·u·R² (plus the fp32 accumulation, about d·2⁻²³·R²). So a precision may
+pick a different positive (negative) only where another candidate's squared distance is
+within twice that of the hardest one; that candidate is then as hard up to that gap. Exact
+ties between coincident candidates (identical scores) still go to the lowest index.
 
-Determinism: per-slice sums (forward) and row gradients (backward) are accumulated with
-fp32 atomics in a run-dependent order: results agree to rounding, not bit for bit. The
-mined indices are deterministic for a given launch configuration.
+Non-finite input: a NaN loss and slice losses, and an all-NaN gradient (not refused:
+checking would synchronise; muldml.losses refuses it where check_finite is on).
 
-Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining
-precision, freed when the forward returns) and O(B·N) (norms, indices, three distances
-per slice and anchor, partial results of the column splits).
+Determinism: the centre, per-slice sums (forward) and row gradients (backward) are
+accumulated with fp32 atomics in a run-dependent order: results agree to rounding, not
+bit for bit. The mined indices can differ between runs only where two candidates' scores
+are within rounding of the centre (summed atomically) of each other. Within a launch, programs
+write disjoint memory or add atomically (tests/kernels: the race check).
+
+Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining precision,
+freed when the forward returns) and O(B·N) (norms, indices, three distances per slice and
+anchor, partial results of the column splits) plus N·d for the centre. No fp32 copy of
+half-precision input is made; its gradient is accumulated in an fp32 (B, N·d) buffer and
+then cast to the input's dtype (one more (B, N·d) temporary and one more launch).
 """
 from __future__ import annotations
 

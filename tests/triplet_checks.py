@@ -36,7 +36,8 @@ def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize:
 
 
 # Unit roundoff of each mining precision (the Triton backend's ``precision``; None: an fp32
-# Gram matrix, as the torch backend mines).
+# Gram matrix, as the torch backend mines). tf32: 2⁻¹¹ because the pre-pass rounds the
+# mining copy to nearest (truncated operands would have 2⁻¹⁰).
 UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8, "tf32x3": 2.0**-21, None: 2.0**-24}
 
 
