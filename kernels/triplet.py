@@ -11,15 +11,17 @@ host-to-device copy (capturable in a CUDA graph):
    ‖y‖² of the stored values. Distances are translation-invariant, so centring changes no
    distance, yet it keeps the Gram expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖²
    accurate for large-norm or clustered features, where the three terms would otherwise cancel.
-3. Mining, grid (anchor blocks × slices × column splits): each program streams column
-   tiles of its share of the batch, forms y_a·y_b on tensor cores (tl.dot), turns them into
-   scores ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant), masks them
-   by label and keeps the hardest positive (largest) and negative (smallest) with its
-   index: no B×B matrix exists. Small batches are split over columns so that the grid
-   fills the GPU; a split's partial result is merged in step 4.
-4. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
-   distances exactly in fp32 from the input rows, forms the hinge terms and adds them up
-   per slice (atomics), with the count K of valid anchors.
+3. Mining, grid (tiles (i, j) with i ≤ j × slices): distances are symmetric, so each
+   program forms one tile of products y_a·y_b on tensor cores (tl.dot) and serves both
+   blocks: anchors of block i score their candidates by rows, ‖y_b‖² − 2·y_a·y_b (the
+   squared distance minus a per-anchor constant), and, off the diagonal, anchors of block
+   j by columns, ‖y_a‖² − 2·y_a·y_b. Scores are masked by label, reduced to the hardest
+   positive (largest) and negative (smallest) per anchor, and merged into the anchor's
+   best with one 64-bit atomic max/min of (score, index) keys, ties to the lowest index:
+   half the products of a full sweep, and no B×B matrix exists.
+4. Hinge, grid (row blocks × slices): reads the mined indices, recomputes the chosen
+   triplets' distances exactly in fp32 from the input rows, forms the hinge terms and adds
+   them up per slice (atomics), with the count K of valid anchors.
 5. Finish, one program: slice losses, the weighted loss λ·Σ w_i·loss_i, and the
    diagnostics as int64 (indices are written as int64 by step 4): no cast is left to do.
 
@@ -50,20 +52,20 @@ checking would synchronise; muldml.losses refuses it where check_finite is on).
 
 Determinism: the centre, per-slice sums (forward) and row gradients (backward) are
 accumulated with fp32 atomics in a run-dependent order: results agree to rounding, not
-bit for bit. The mined indices can differ between runs only where two candidates' scores
+bit for bit. The mining merge (atomic max/min of keys) does not depend on the order; the
+mined indices can differ between runs only where two candidates' scores
 are within rounding of the centre (summed atomically) of each other. Within a launch, programs
 write disjoint memory or add atomically (tests/kernels: the race check).
 
 Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining precision,
 freed when the forward returns) and O(B·N) (norms, indices, three distances per slice and
-anchor, partial results of the column splits) plus N·d for the centre. No fp32 copy of
+anchor, two mining keys per slice and anchor) plus N·d for the centre. No fp32 copy of
 half-precision input is made; its gradient is accumulated in an fp32 (B, N·d) buffer and
 then cast to the input's dtype (one more (B, N·d) temporary and one more launch).
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from dataclasses import dataclass
 
@@ -142,6 +144,7 @@ def _prepare_kernel(
     CENTRE_SUM,  # (N, d) fp32 Σ_b x̂_b from the stats pass: c = CENTRE_SUM / B
     Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c rounded to the mining precision, zero in the padding
     SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
+    KEY_POS, KEY_NEG,  # (N, B) int64 out: the mining's starting keys, no candidate yet
     B, B_PAD, D, D_PAD, EPS,
     NORMALIZE: tl.constexpr, ROUND_TF32: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -166,6 +169,40 @@ def _prepare_kernel(
         y = y.to(tl.float32)
         sq_y += tl.sum(y * y, axis=1)
     tl.store(SQ + slice_id * B_PAD + rows, sq_y)
+    tl.store(KEY_POS + slice_id * B + rows, tl.full((BLOCK_R,), NO_POSITIVE, tl.int64), mask=row_ok)
+    tl.store(KEY_NEG + slice_id * B + rows, tl.full((BLOCK_R,), NO_NEGATIVE, tl.int64), mask=row_ok)
+
+
+# Mined candidates are kept as int64 keys, so that one atomic max (positives) or min
+# (negatives) merges a tile's candidates into an anchor's best, ties to the lowest index:
+# high 32 bits the score as an order-preserving int, low 32 bits the index (positives:
+# 2³² − 1 − index, so that the lower index is the larger key).
+NO_POSITIVE = tl.constexpr(-(2**63))  # below every key: no positive seen
+NO_NEGATIVE = tl.constexpr(2**63 - 1)  # above every key: no negative seen
+
+
+@triton.jit
+def _score_key(score, index, LARGEST: tl.constexpr):
+    bits = score.to(tl.int32, bitcast=True)
+    ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # fp32 order as signed int
+    if LARGEST:
+        return (ordered << 32) | (4294967295 - index.to(tl.int64))
+    else:
+        return (ordered << 32) | index.to(tl.int64)
+
+
+@triton.jit
+def _offer(KEYS, anchors, anchor_ok, scores, first, LARGEST: tl.constexpr, AXIS: tl.constexpr):
+    """Reduce a (rows, cols) score tile along AXIS (candidates) and merge each anchor's best
+    into KEYS atomically; candidates are numbered from `first`; ties to the lowest index."""
+    if LARGEST:
+        best, arg = tl.max(scores, axis=AXIS, return_indices=True, return_indices_tie_break_left=True)
+        found = best > float("-inf")
+        tl.atomic_max(KEYS + anchors, _score_key(best, first + arg, True), mask=anchor_ok & found, sem="relaxed")
+    else:
+        best, arg = tl.min(scores, axis=AXIS, return_indices=True, return_indices_tie_break_left=True)
+        found = best < float("inf")
+        tl.atomic_min(KEYS + anchors, _score_key(best, first + arg, False), mask=anchor_ok & found, sem="relaxed")
 
 
 @triton.jit
@@ -173,77 +210,66 @@ def _mine_kernel(
     Y,  # (N, B_pad, D_pad) mining copy from the pre-pass
     SQ,  # (N, B_pad) fp32 ‖y‖²
     LABELS, stride_label,  # (B,) int32 or int64, any stride
-    PART_POS, PART_NEG,  # (S, N, B) fp32 out: best score of each column split
-    PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) int32 out: its column, -1 where none
+    KEY_POS, KEY_NEG,  # (N, B) int64, set to NO_POSITIVE / NO_NEGATIVE by the pre-pass; merged
     B, B_PAD, D_PAD,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    # Distances are symmetric: one program per tile (i, j) with i ≤ j serves the anchors of
+    # block i by its rows and, off the diagonal, those of block j by its columns.
+    tile = tl.program_id(0)
     slice_id = tl.program_id(1)
-    split = tl.program_id(2)
-    num_splits = tl.num_programs(2)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
+    j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
+    j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
+    i = tile - j * (j + 1) // 2
+    rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = j * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < B
+    col_ok = cols < B
     ks = tl.arange(0, BLOCK_K)
-    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
     slice_base = Y + slice_id.to(tl.int64) * B_PAD * D_PAD
     a_ptrs = slice_base + rows.to(tl.int64)[:, None] * D_PAD + ks[None, :]
-
-    # This split's share of the column tiles (the last splits may get none).
-    col_tiles = tl.cdiv(B, BLOCK_N)
-    tiles_per_split = tl.cdiv(col_tiles, num_splits)
-    col_begin = split * tiles_per_split * BLOCK_N
-    col_end = tl.minimum(col_begin + tiles_per_split * BLOCK_N, B)
-
-    best_pos = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    best_neg = tl.full((BLOCK_M,), float("inf"), tl.float32)
-    pos_idx = tl.full((BLOCK_M,), -1, tl.int32)
-    neg_idx = tl.full((BLOCK_M,), -1, tl.int32)
-    for start in range(col_begin, col_end, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
-        dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
-        for k in range(0, D_PAD, BLOCK_K):
-            a = tl.load(a_ptrs + k)
-            b = tl.load(b_ptrs + k)
-            if UPCAST:  # exact: products of bf16 values are exact in fp32
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
+    b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
+    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
+    for k in range(0, D_PAD, BLOCK_K):
+        a = tl.load(a_ptrs + k)
+        b = tl.load(b_ptrs + k)
+        if INTERPRETED:
+            # Triton's interpreter multiplies the bit patterns of bf16 operands (upcast:
+            # products of bf16 values are exact in fp32), and its tl.dot is numpy's GEMM,
+            # which rounds identical rows differently: sum each product the same way
+            # instead, as a tensor core does, so that coincident points score the same.
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
+        else:
             dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
-        col_ok = cols < B
-        sq_b = tl.load(SQ + slice_id * B_PAD + cols)
-        labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
-        # Padded columns score -inf as positives and +inf as negatives: never chosen.
-        score_pos = tl.where(col_ok, sq_b, float("-inf"))[None, :] - 2.0 * dot
-        score_neg = tl.where(col_ok, sq_b, float("inf"))[None, :] - 2.0 * dot
-        same = labels_a[:, None] == labels_b[None, :]
-        score_pos = tl.where(same & (rows[:, None] != cols[None, :]), score_pos, float("-inf"))
-        score_neg = tl.where(same, float("inf"), score_neg)
-        # One value-and-index reduction per side; ties go to the lowest column.
-        tile_max, arg_max = tl.max(score_pos, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        tile_min, arg_min = tl.min(score_neg, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        better = tile_max > best_pos  # strict: an earlier (lower) column wins a tie across tiles
-        best_pos = tl.where(better, tile_max, best_pos)
-        pos_idx = tl.where(better, start + arg_max, pos_idx)
-        better = tile_min < best_neg
-        best_neg = tl.where(better, tile_min, best_neg)
-        neg_idx = tl.where(better, start + arg_min, neg_idx)
 
-    out = (split * tl.num_programs(1) + slice_id) * B + rows
-    tl.store(PART_POS + out, best_pos, mask=row_ok)
-    tl.store(PART_NEG + out, best_neg, mask=row_ok)
-    tl.store(PART_POS_IDX + out, pos_idx, mask=row_ok)
-    tl.store(PART_NEG_IDX + out, neg_idx, mask=row_ok)
+    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
+    labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
+    same = labels_a[:, None] == labels_b[None, :]
+    is_pos = same & (rows[:, None] != cols[None, :]) & row_ok[:, None] & col_ok[None, :]
+    is_neg = ~same & row_ok[:, None] & col_ok[None, :]
+    keys = slice_id * B
+    # Anchors of block i (rows) score their candidates b by ‖y_b‖² − 2·y_a·y_b …
+    sq_b = tl.load(SQ + slice_id * B_PAD + cols)
+    score = sq_b[None, :] - 2.0 * dot
+    _offer(KEY_POS, keys + rows, row_ok, tl.where(is_pos, score, float("-inf")), j * BLOCK_N, True, 1)
+    _offer(KEY_NEG, keys + rows, row_ok, tl.where(is_neg, score, float("inf")), j * BLOCK_N, False, 1)
+    # … and anchors of block j (columns) score theirs by ‖y_a‖² − 2·y_a·y_b.
+    if i != j:
+        sq_a = tl.load(SQ + slice_id * B_PAD + rows)
+        score = sq_a[:, None] - 2.0 * dot
+        _offer(KEY_POS, keys + cols, col_ok, tl.where(is_pos, score, float("-inf")), i * BLOCK_M, True, 0)
+        _offer(KEY_NEG, keys + cols, col_ok, tl.where(is_neg, score, float("inf")), i * BLOCK_M, False, 0)
 
 
-# NUM_SPLITS stays a runtime int even when 1: Triton 3.6 fails to build the specialised
-# (loop-free) variant ("arith.select" layout mismatch in make_ttgir).
-@triton.jit(do_not_specialize=["NUM_SPLITS"])
+@triton.jit
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
-    PART_POS, PART_NEG, PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) from the mining
+    KEY_POS, KEY_NEG,  # (N, B) int64 from the mining
     NORMS,  # (N, B) fp32 ‖x‖
     MARGINS,  # (N,) fp32 or fp64
     POS, NEG,  # (N, B) int64 out: hardest positive / negative, -1 where no triplet
@@ -251,7 +277,7 @@ def _hinge_kernel(
     SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
     COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
-    B, D, NUM_SPLITS, EPS,
+    B, D, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -261,24 +287,10 @@ def _hinge_kernel(
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < B
     idx = slice_id * B + rows
-    # Merge the column splits in column order; strict comparisons keep the lowest index.
-    best_pos = tl.full((BLOCK_R,), float("-inf"), tl.float32)
-    best_neg = tl.full((BLOCK_R,), float("inf"), tl.float32)
-    pos_idx = tl.full((BLOCK_R,), -1, tl.int32)
-    neg_idx = tl.full((BLOCK_R,), -1, tl.int32)
-    for split in range(0, NUM_SPLITS):
-        part = split * num_slices * B + idx
-        value = tl.load(PART_POS + part, mask=row_ok, other=float("-inf"))
-        arg = tl.load(PART_POS_IDX + part, mask=row_ok, other=-1)
-        better = value > best_pos
-        best_pos = tl.where(better, value, best_pos)
-        pos_idx = tl.where(better, arg, pos_idx)
-        value = tl.load(PART_NEG + part, mask=row_ok, other=float("inf"))
-        arg = tl.load(PART_NEG_IDX + part, mask=row_ok, other=-1)
-        better = value < best_neg
-        best_neg = tl.where(better, value, best_neg)
-        neg_idx = tl.where(better, arg, neg_idx)
-
+    key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
+    key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
+    pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
+    neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
     valid = row_ok & (pos_idx >= 0) & (neg_idx >= 0)
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
@@ -466,19 +478,20 @@ class LaunchConfig:
 
 
 def mining_configs(precision: str) -> list[LaunchConfig]:
-    """Mining tiles the launcher may use for `precision`: anchor tile 128 rows, 8 warps,
-    K in 32-wide (tf32) or 64-wide (bf16) steps, pipelined over num_stages ≥ 2.
+    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m, a
+    tile serves anchors by its rows and by its columns), K in 32-wide (tf32) or 64-wide
+    (bf16) steps, pipelined over num_stages ≥ 2.
 
     Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py);
     on a GPU the launcher autotunes among them per batch size, under the interpreter it
-    takes the first. Wider column tiles (128×256) spill.
+    takes the first.
     """
     block_k = 64 if precision == "bf16" else 32
     if precision == "tf32x3":  # three products per step: more live registers
-        return [LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k)]
+        return [LaunchConfig(64, 0, 4, 2, block_n=64, block_k=block_k)]
     return [
         LaunchConfig(128, 0, 8, 3, block_n=128, block_k=block_k),
-        LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k),
+        LaunchConfig(64, 0, 4, 3, block_n=64, block_k=block_k),
     ]
 
 
@@ -514,18 +527,6 @@ def _autotuned(precision: str):
 MINE = {precision: _autotuned(precision) for precision in PRECISIONS}
 
 
-@functools.cache
-def _multiprocessors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-
-
-def column_splits(batch: int, num_slices: int, device: torch.device, block_m: int = 128, block_n: int = 64) -> int:
-    """Column splits of the mining grid: enough programs for two waves of the GPU's SMs."""
-    programs = triton.cdiv(batch, block_m) * num_slices
-    want = triton.cdiv(2 * _multiprocessors(device), programs)
-    return max(1, min(want, triton.cdiv(batch, block_n)))
-
-
 def _device_guard(device: torch.device):
     """Launch on the tensors' device, not on the current one (a process may drive several GPUs)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -556,9 +557,7 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
     norms = torch.empty(num_slices, batch, dtype=f32, device=device)
     mining = torch.empty(num_slices, b_pad, d_pad, dtype=mining_dtype, device=device)
     sq = torch.empty(num_slices, b_pad, dtype=f32, device=device)
-    splits = column_splits(batch, num_slices, device)
-    part_val = torch.empty(2, splits, num_slices, batch, dtype=f32, device=device)
-    part_idx = torch.empty(2, splits, num_slices, batch, dtype=i32, device=device)
+    keys = torch.empty(2, num_slices, batch, dtype=torch.int64, device=device)  # set by the pre-pass
     diagnostics = torch.empty(2 * num_slices * batch + num_slices + 1, dtype=torch.int64, device=device)
     pos, neg = diagnostics[: num_slices * batch], diagnostics[num_slices * batch : 2 * num_slices * batch]
     dist = torch.empty(3, num_slices, batch, dtype=f32, device=device)
@@ -572,22 +571,23 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
         _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
-            x, x.stride(0), x.stride(1), norms, centre_sum, mining, sq,
+            x, x.stride(0), x.stride(1), norms, centre_sum, mining, sq, keys[0], keys[1],
             batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
             NORMALIZE=normalize, ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
-        grid = lambda meta: (triton.cdiv(batch, meta["BLOCK_M"]), num_slices, splits)  # noqa: E731
+        def grid(meta):  # the tiles (i, j), i ≤ j, of each slice
+            blocks = triton.cdiv(batch, meta["BLOCK_M"])
+            return (blocks * (blocks + 1) // 2, num_slices)
+
         MINE[precision][grid](
-            mining, sq, labels, labels.stride(0), part_val[0], part_val[1], part_idx[0], part_idx[1],
-            batch, b_pad, d_pad, PRECISION=dot_precision,
-            # Triton's interpreter multiplies the bit patterns of bf16 operands: upcast there only.
-            UPCAST=INTERPRET and mining_dtype == torch.bfloat16,
+            mining, sq, labels, labels.stride(0), keys[0], keys[1],
+            batch, b_pad, d_pad, PRECISION=dot_precision, INTERPRETED=INTERPRET,
         )
         cfg = hinge_config(slice_dim)
         _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
-            x, x.stride(0), x.stride(1), part_val[0], part_val[1], part_idx[0], part_idx[1], norms, margins,
-            pos, neg, dist, sums, active, count, batch, slice_dim, splits, NORMALIZE_EPS,
+            x, x.stride(0), x.stride(1), keys[0], keys[1], norms, margins,
+            pos, neg, dist, sums, active, count, batch, slice_dim, NORMALIZE_EPS,
             DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
@@ -596,7 +596,7 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
             diagnostics[2 * num_slices * batch : -1], diagnostics[-1:], num_slices, lam, 2 if dual else 1,
             BLOCK=max(16, triton.next_power_of_2(num_slices)), num_warps=1,
         )
-    # The mining copy and the partial results are freed here: not kept for backward.
+    # The mining copy and the keys are freed here: not kept for backward.
     saved = (pos.view(num_slices, batch), neg.view(num_slices, batch), dist, norms, count, bad)
     return losses[num_slices], losses[:num_slices], diagnostics, saved
 

@@ -2,9 +2,10 @@
 
 Without a GPU they run in Triton's interpreter (tests/conftest.py), which is slow: these
 cases are small, yet cross tile boundaries (128 anchors and columns, 32 or 64 dims per
-mining step, 32 rows in the pre-pass, hinge and backward). The interpreter computes tl.dot
-exactly in fp32, whatever the precision: on a GPU, the checks' mining slack is the one of
-the precision asked for (triplet_checks.mining_tolerance).
+mining step, 32 rows in the pre-pass, hinge and backward). The interpreter multiplies the
+mining copy exactly in fp32; the pre-pass has already rounded it to the mining precision
+(tf32, bf16), so the precision axis is seen here too, and the checks' mining slack is the
+one of the precision asked for (triplet_checks.mining_tolerance).
 """
 import contextlib
 import math
@@ -72,26 +73,34 @@ def test_non_contiguous_input():
 @pytest.mark.parametrize("normalize", [True, False])
 def test_every_mining_precision_keeps_exact_hinge(precision, normalize):
     """Mining precision only ranks candidates (within its slack); the loss is formed from
-    exact distances of valid triplets. 300 rows: three column splits of 128 and a ragged tail."""
+    exact distances of valid triplets. 300 rows: three blocks of 128 (six tiles), the last ragged."""
     x, labels = random_case(13, 300, 2, 48, 5)
     check_against_reference("triton", *on_device(x, labels), [0.3, 0.7], 48, dual=True, normalize=normalize,
                             precision=precision, grad_scale=-1.5)
 
 
-@pytest.mark.parametrize("splits", [1, 2, 3, 5])
-def test_column_splits_merge_to_the_same_triplets(splits, monkeypatch):
-    """Splitting the columns over programs (small batches on a large GPU) changes nothing,
-    ties included: coincident points in different splits go to the lowest index."""
-    from muldml.kernels import triplet
-
+@pytest.mark.parametrize("block", [128, 64])
+def test_symmetric_tiles_merge_to_the_same_triplets(block, monkeypatch):
+    """Each tile (i, j), i ≤ j, serves block i's anchors by rows and block j's by columns;
+    the merge keeps the hardest candidate whichever tile offers it, and ties between
+    coincident points in different tiles go to the lowest index (400 rows: 4 or 7 blocks,
+    ragged last block)."""
+    configs = {"tf32x3": [triplet.LaunchConfig(block, 0, 4, 2, block_n=block, block_k=32)]}
+    monkeypatch.setitem(triplet.MINE, "tf32x3", triplet.triton.autotune(
+        configs=[triplet.triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k},
+                                       num_warps=c.num_warps, num_stages=c.num_stages) for c in configs["tf32x3"]],
+        key=["B", "D_PAD"])(triplet._mine_kernel))
     x, labels = random_case(16, 400, 1, 16, 4)
-    x[[10, 200, 390]] = x[5].clone()  # anchor 5's coincident positives and negatives, across splits
+    x[[10, 200, 390]] = x[5].clone()  # anchor 5's coincident positives and negatives, across tiles
     labels[[10, 390]] = int(labels[5])
     labels[200] = int(labels[5]) + 1
-    monkeypatch.setattr(triplet, "column_splits", lambda *args, **kwargs: splits)
     out = check_against_reference("triton", *on_device(x, labels), [0.4], 16, dual=True, normalize=True,
                                   exact_indices=True, precision="tf32x3")
-    assert int(out.neg_idx[0, 5]) == 200 and int(out.neg_idx[0, 10]) == 200
+    # 200 is the only coincident negative of 5, 10 and 390 (offered to 5 and 10 by the rows
+    # of tile (0, j), to 390 by the columns of tile (j, last)); for 200 itself, 5, 10 and
+    # 390 tie at distance 0, and the lowest, 5, comes from the columns of tile (0, j).
+    assert [int(out.neg_idx[0, a]) for a in (5, 10, 390)] == [200, 200, 200]
+    assert int(out.neg_idx[0, 200]) == 5
 
 
 def test_second_derivative_raises():
