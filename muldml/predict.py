@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.errors import UserError
-from muldml.inference import FACE_SIZE, LANDMARKS, FaceRecord, FERModel, load_model
+from muldml.inference import FACE_SIZE, LANDMARKS, TTA_MODES, FaceRecord, FERModel, load_model
 from muldml.training import check_writable
 
 FORMATS = ("jsonl", "csv")
@@ -101,7 +101,7 @@ def open_photo(path: Path) -> tuple[Image.Image | None, str]:
 def csv_columns(classes: Sequence[str], embeddings: bool) -> list[str]:
     columns = ["source", "face", "status", "reason", "box_x0", "box_y0", "box_x1", "box_y1"]
     columns += [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
-    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes]
+    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes] + ["tta"]
     return columns + (["embedding"] if embeddings else [])
 
 
@@ -110,7 +110,7 @@ def csv_row(record: FaceRecord, classes: Sequence[str]) -> dict:
     class, the embedding as space-separated numbers."""
     row = {"source": record.source, "face": record.face, "status": record.status, "reason": record.reason,
            "detector_probability": "" if record.detector_probability is None else record.detector_probability,
-           "expression": record.expression or ""}
+           "expression": record.expression or "", "tta": record.tta}
     row |= dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), record.box or [""] * 4))
     points = record.landmarks or [["", ""]] * len(LANDMARKS)
     row |= {f"{name}_{axis}": point[k] for name, point in zip(LANDMARKS, points) for k, axis in enumerate("xy")}
@@ -248,10 +248,11 @@ def run(args: argparse.Namespace) -> int:
     annotate_dir = out / "annotated" if args.annotate else None
     if annotate_dir is not None:
         check_writable(annotate_dir)
-    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size)
+    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size, args.tta)
     # What the records depend on: a resumed run must not mix records made otherwise.
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "detect": not args.no_detect,
-                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate}
+                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate,
+                "tta": args.tta}
     done = read_partial(partial, settings) if args.resume and partial.exists() else {}
     with open(partial, "a" if done else "w", encoding="utf-8") as log:
         if done:
@@ -281,6 +282,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-detect", action="store_true", help="inputs are aligned faces already (e.g. a prepared folder)")
     p.add_argument("--face-size", type=int, default=FACE_SIZE, help="side the training faces were aligned to (prepare --size)")
     p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: none (centre crop), flip (and its mirror) or ten-crop (corners, "
+                        "centre and their mirrors), class probabilities averaged; each record names it (default none)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
