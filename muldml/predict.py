@@ -13,6 +13,9 @@ DIR/annotated/<image>.png with each face's box and label drawn. An existing pred
 file is replaced only with ``--overwrite``. Each image's records are also logged as soon as
 they are known (DIR/.predictions.partial.jsonl), so an interrupted run continues with
 ``--resume`` and ends with the same file an uninterrupted run writes.
+
+Video files (and ``--camera N``) go to `muldml.video`: sampled frames, tracked faces,
+smoothed probabilities, a timeline and an annotated video.
 """
 from __future__ import annotations
 
@@ -234,6 +237,12 @@ def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from muldml import video
+
+    if args.camera is not None or any(video.is_video(text) for text in args.inputs):
+        return video.run(args)
+    if not args.inputs:
+        raise UserError("no input given: photos, folders, globs or videos (or --camera N)")
     out = Path(args.out)
     target, partial = out / f"predictions.{args.format}", out / PARTIAL
     if target.exists() and not args.overwrite:
@@ -273,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `muldml predict` on the CLI's subparsers."""
     p = subparsers.add_parser("predict", help="every face's expression in photos (JSON lines or CSV)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (read recursively) or globs")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders (read recursively) or globs; or video files (see --fps)")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
     p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     p.add_argument("--format", choices=FORMATS, default="jsonl", help="predictions file format (default jsonl)")
@@ -289,5 +299,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from muldml.video import DEFAULT_EMA, DEFAULT_FPS
+
+    videos = p.add_argument_group("videos (files or a camera)")
+    videos.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                        help=f"frames analysed per second of video (default {DEFAULT_FPS:g}; at least the video's rate: every frame)")
+    videos.add_argument("--ema", type=float, default=DEFAULT_EMA,
+                        help="weight of the newest frame in each track's moving average of probabilities, in (0, 1]; "
+                             f"1: no smoothing (default {DEFAULT_EMA:g})")
+    videos.add_argument("--camera", type=int, metavar="N", help="read webcam N live (needs OpenCV) instead of files")
+    videos.add_argument("--duration", type=float, help="--camera: stop after this many seconds (default: at Ctrl-C)")
     p.set_defaults(run=run)
     return p
