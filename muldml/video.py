@@ -145,7 +145,10 @@ class VideoFile:
                 index += 1
                 t = float(frame.pts * stream.time_base) - start if frame.pts is not None else index / (self.rate or 1)
                 if sampler.keep(t):
-                    yield Frame(index, round(t, 6), frame.to_image())
+                    image = frame.to_image()
+                    if frame.rotation:  # a phone's display matrix: upright, as EXIF rotation for photos
+                        image = image.rotate(frame.rotation, expand=True)
+                    yield Frame(index, round(t, 6), image)
         except av.error.FFmpegError as e:
             self.error = f"decoding stopped after frame {index}: {e.__class__.__name__}: {str(e)[:120]}"
         finally:
@@ -399,7 +402,9 @@ def read_log(path: Path, settings: dict) -> dict[int, list[FaceRecord]]:
 @dataclass
 class VideoResult:
     """What one video gave: its records, sampled frames, tracks, frames analysed (not
-    read from a log) and the seconds they took, why decoding stopped early ("" if not)."""
+    read from a log), wall seconds from the first frame read to the last one written
+    (decoding, detection, classification, tracking, drawing, encoding), and why decoding
+    stopped early ("" if not)."""
 
     records: list[dict]
     frames: int
@@ -411,7 +416,7 @@ class VideoResult:
     def line(self, name: str) -> str:
         faces = sum(r["status"] == "ok" for r in self.records)
         empty = sum(r["status"] != "ok" for r in self.records)
-        speed = f", {self.analysed / self.seconds:.2f} frames/s" if self.analysed and self.seconds > 0 else ""
+        speed = f", {self.frames / self.seconds:.2f} frames/s end to end" if self.frames and self.seconds > 0 else ""
         return (f"{name}: {self.frames} frame(s) sampled, {faces} face(s) in {self.tracks} track(s), "
                 f"{empty} frame(s) with no face{speed}" + (f"; {self.error}" if self.error else ""))
 
@@ -428,19 +433,16 @@ def predict_video(model: FERModel, source: VideoFile | Camera, name: str, tracke
     batch_size = batch_size or model.batch_size
     records: list[dict] = []
     frames = analysed = 0
-    seconds = 0.0
 
     def flush(batch: list[Frame]) -> None:
-        nonlocal frames, analysed, seconds
+        nonlocal frames, analysed
         fresh = [f for f in batch if f.index not in done]
         faces: dict[int, list[FaceRecord]] = {f.index: [] for f in fresh}
         if fresh:
-            start = time.perf_counter()
             # The frame index as the records' source groups them by frame; the video's name replaces it.
             for record in model.predict([f.image for f in fresh], True, embeddings, [str(f.index) for f in fresh]):
                 faces[int(record.source)].append(record)
                 record.source = name
-            seconds += time.perf_counter() - start
             analysed += len(fresh)
         for frame in batch:
             found = done[frame.index] if frame.index in done else faces[frame.index]
@@ -454,6 +456,7 @@ def predict_video(model: FERModel, source: VideoFile | Camera, name: str, tracke
             log.flush()
         frames += len(batch)
 
+    start = time.perf_counter()
     with tqdm(total=source.expected_frames(), disable=not progress, desc=name, unit="frame") as bar:
         batch: list[Frame] = []
         for frame in source.frames():
@@ -465,6 +468,7 @@ def predict_video(model: FERModel, source: VideoFile | Camera, name: str, tracke
         if batch:
             flush(batch)
             bar.update(len(batch))
+    seconds = time.perf_counter() - start
     return VideoResult(records, frames, tracker.next_id - 1, analysed, seconds, source.error)
 
 
