@@ -149,7 +149,7 @@ def test_resume_after_an_interruption_ends_with_the_uninterrupted_files(run, vid
     assert predict(run, [video], out) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["not a video", "photo and video", "csv", "ema", "fps", "missing"])
+@pytest.mark.parametrize("case", ["not a video", "photo and video", "csv", "ema", "fps", "missing", "nothing"])
 def test_bad_video_input_is_one_line_and_exit_2(run, video, tmp_path, capsys, case):
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video")
@@ -162,6 +162,7 @@ def test_bad_video_input_is_one_line_and_exit_2(run, video, tmp_path, capsys, ca
         "ema": ([video], ["--ema", "0"], "--ema must be in (0, 1]"),
         "fps": ([video], ["--fps", "-1"], "--fps must be > 0"),
         "missing": ([tmp_path / "gone.mp4"], [], "video not found"),
+        "nothing": ([], [], "no input given"),
     }[case]
     assert predict(run, inputs, tmp_path / "out", *extra) == 2
     err = capsys.readouterr().err
