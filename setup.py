@@ -31,6 +31,9 @@ setup(
         "triton>=3.0",
         # The circle preset's loss (Table V baseline) comes from pytorch-metric-learning.
         "pytorch-metric-learning>=2.9,<3",
+        # muldml predict VIDEO: decoding and encoding by FFmpeg through PyAV (tested with 18.1.0,
+        # the version scripts/setup.sh installs).
+        "av>=14,<19",
     ],
     extras_require={
         # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;

@@ -176,9 +176,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "evaluation"
     result = evaluate(state, samples, out, device=runtime.device, history=[], num_workers=runtime.workers,
-                      title=f"{state['config']['preset']} on {args.data}", progress=not args.quiet)
-    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(samples)} images  "
-          f"({result.report})")
+                      title=f"{state['config']['preset']} on {args.data}", progress=not args.quiet, tta=args.tta)
+    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(samples)} images, "
+          f"test-time augmentation {args.tta}  ({result.report})")
     return 0
 
 
@@ -262,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="report folder parent (default: the run folder)")
     evaluate.add_argument("--subject-regex")
     evaluate.add_argument("--quiet", action="store_true")
+    from muldml.inference import TTA_MODES
+
+    evaluate.add_argument("--tta", choices=TTA_MODES, default="none",
+                          help="test-time augmentation: none (centre crop), flip (and its mirror) or ten-crop "
+                               "(corners, centre and their mirrors), class probabilities averaged (default none)")
     add_runtime_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 

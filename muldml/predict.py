@@ -14,6 +14,9 @@ DIR/annotated/<image>.png with each face's box and label drawn. An existing pred
 file is replaced only with ``--overwrite``. Each image's records are also logged as soon as
 they are known (DIR/.predictions.partial.jsonl), so an interrupted run continues with
 ``--resume`` and ends with the same file an uninterrupted run writes.
+
+Video files (and ``--camera N``) go to `muldml.video`: sampled frames, tracked faces,
+smoothed probabilities, a timeline and an annotated video.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.errors import UserError
-from muldml.inference import FACE_SIZE, LANDMARKS, FaceRecord, FERModel, load_model
+from muldml.inference import FACE_SIZE, LANDMARKS, TTA_MODES, FaceRecord, FERModel, load_model
 from muldml.training import check_writable
 
 FORMATS = ("jsonl", "csv")
@@ -114,7 +117,7 @@ def open_photo(path: Path) -> tuple[Image.Image | None, str]:
 def csv_columns(classes: Sequence[str], embeddings: bool) -> list[str]:
     columns = ["source", "face", "status", "reason", "box_x0", "box_y0", "box_x1", "box_y1"]
     columns += [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
-    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes]
+    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes] + ["tta"]
     return columns + (["embedding"] if embeddings else [])
 
 
@@ -123,7 +126,7 @@ def csv_row(record: FaceRecord, classes: Sequence[str]) -> dict:
     class, the embedding as space-separated numbers."""
     row = {"source": record.source, "face": record.face, "status": record.status, "reason": record.reason,
            "detector_probability": "" if record.detector_probability is None else record.detector_probability,
-           "expression": record.expression or ""}
+           "expression": record.expression or "", "tta": record.tta}
     row |= dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), record.box or [""] * 4))
     points = record.landmarks or [["", ""]] * len(LANDMARKS)
     row |= {f"{name}_{axis}": point[k] for name, point in zip(LANDMARKS, points) for k, axis in enumerate("xy")}
@@ -247,6 +250,12 @@ def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from muldml import video
+
+    if args.camera is not None or any(video.is_video(text) for text in args.inputs):
+        return video.run(args)
+    if not args.inputs:
+        raise UserError("no input given: photos, folders, globs or videos (or --camera N)")
     out = Path(args.out)
     target, partial = out / f"predictions.{args.format}", out / PARTIAL
     if target.exists() and not args.overwrite:
@@ -261,10 +270,11 @@ def run(args: argparse.Namespace) -> int:
     annotate_dir = out / "annotated" if args.annotate else None
     if annotate_dir is not None:
         check_writable(annotate_dir)
-    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size)
+    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size, args.tta)
     # What the records depend on: a resumed run must not mix records made otherwise.
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "detect": not args.no_detect,
-                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate}
+                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate,
+                "tta": args.tta}
     done = read_partial(partial, settings) if args.resume and partial.exists() else {}
     with open(partial, "a" if done else "w", encoding="utf-8") as log:
         if done:
@@ -285,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `muldml predict` on the CLI's subparsers."""
     p = subparsers.add_parser("predict", help="every face's expression in photos (JSON lines or CSV)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (read recursively) or globs")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders (read recursively) or globs; or video files (see --fps)")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
     p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     p.add_argument("--format", choices=FORMATS, default="jsonl", help="predictions file format (default jsonl)")
@@ -294,9 +305,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-detect", action="store_true", help="inputs are aligned faces already (e.g. a prepared folder)")
     p.add_argument("--face-size", type=int, default=FACE_SIZE, help="side the training faces were aligned to (prepare --size)")
     p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: none (centre crop), flip (and its mirror) or ten-crop (corners, "
+                        "centre and their mirrors), class probabilities averaged; each record names it (default none)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from muldml.video import DEFAULT_EMA, DEFAULT_FPS
+
+    videos = p.add_argument_group("videos (files or a camera)")
+    videos.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                        help=f"frames analysed per second of video (default {DEFAULT_FPS:g}; at least the video's rate: every frame)")
+    videos.add_argument("--ema", type=float, default=DEFAULT_EMA,
+                        help="weight of the newest frame in each track's moving average of probabilities, in (0, 1]; "
+                             f"1: no smoothing (default {DEFAULT_EMA:g})")
+    videos.add_argument("--camera", type=int, metavar="N", help="read webcam N live (needs OpenCV) instead of files")
+    videos.add_argument("--duration", type=float, help="--camera: stop after this many seconds (default: at Ctrl-C)")
     p.set_defaults(run=run)
     return p
