@@ -212,17 +212,24 @@ def _mine_kernel(
     LABELS, stride_label,  # (B,) int32 or int64, any stride
     KEY_POS, KEY_NEG,  # (N, B) int64, set to NO_POSITIVE / NO_NEGATIVE by the pre-pass; merged
     B, B_PAD, D_PAD,
-    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr, SYMMETRIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # Distances are symmetric: one program per tile (i, j) with i ≤ j serves the anchors of
-    # block i by its rows and, off the diagonal, those of block j by its columns.
+    # One program per tile (i, j). SYMMETRIC: distances are symmetric, so only tiles with
+    # i ≤ j run, each serving the anchors of block i by its rows and, off the diagonal,
+    # those of block j by its columns (half the products, a costlier epilogue: the column
+    # reduction crosses warps). Otherwise every tile runs and serves its rows only.
     tile = tl.program_id(0)
     slice_id = tl.program_id(1)
-    j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
-    j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
-    j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
-    i = tile - j * (j + 1) // 2
+    if SYMMETRIC:
+        j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
+        j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
+        j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
+        i = tile - j * (j + 1) // 2
+    else:
+        blocks = tl.cdiv(B, BLOCK_N)
+        i = tile // blocks
+        j = tile % blocks
     rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = j * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < B
@@ -259,7 +266,7 @@ def _mine_kernel(
     _offer(KEY_POS, keys + rows, row_ok, tl.where(is_pos, score, float("-inf")), j * BLOCK_N, True, 1)
     _offer(KEY_NEG, keys + rows, row_ok, tl.where(is_neg, score, float("inf")), j * BLOCK_N, False, 1)
     # … and anchors of block j (columns) score theirs by ‖y_a‖² − 2·y_a·y_b.
-    if i != j:
+    if SYMMETRIC and i != j:
         sq_a = tl.load(SQ + slice_id * B_PAD + rows)
         score = sq_a[:, None] - 2.0 * dot
         _offer(KEY_POS, keys + cols, col_ok, tl.where(is_pos, score, float("-inf")), i * BLOCK_M, True, 0)
@@ -475,24 +482,26 @@ class LaunchConfig:
     num_stages: int = 1
     block_n: int = 0
     block_k: int = 0
+    symmetric: bool = False
 
 
 def mining_configs(precision: str) -> list[LaunchConfig]:
-    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m, a
-    tile serves anchors by its rows and by its columns), K in 32-wide (tf32) or 64-wide
-    (bf16) steps, pipelined over num_stages ≥ 2.
+    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m),
+    symmetric (tiles i ≤ j, served by rows and columns) or not, K in 32-wide (tf32) or
+    64-wide (bf16) steps, pipelined over num_stages ≥ 2.
 
-    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py);
-    on a GPU the launcher autotunes among them per batch size, under the interpreter it
-    takes the first.
+    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py).
+    On a GPU the launcher autotunes among them per batch size (re-running the mining is
+    harmless: its atomic max/min merge is idempotent); under the interpreter it takes the
+    first, the symmetric one, so that the CPU tests cover its column side.
     """
     block_k = 64 if precision == "bf16" else 32
     if precision == "tf32x3":  # three products per step: more live registers
-        return [LaunchConfig(64, 0, 4, 2, block_n=64, block_k=block_k)]
-    return [
-        LaunchConfig(128, 0, 8, 3, block_n=128, block_k=block_k),
-        LaunchConfig(64, 0, 4, 3, block_n=64, block_k=block_k),
-    ]
+        shapes = [(64, 4, 2)]
+    else:
+        shapes = [(128, 8, 3), (64, 4, 3)]
+    return [LaunchConfig(block, 0, warps, stages, block_n=block, block_k=block_k, symmetric=symmetric)
+            for block, warps, stages in shapes for symmetric in (True, False)]
 
 
 # The row kernels below gather rows by index: software pipelining (the JIT's default of 3
@@ -513,18 +522,19 @@ def backward_config(slice_dim: int) -> LaunchConfig:
     return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 32, num_warps=8)
 
 
-def _autotuned(precision: str):
-    configs = mining_configs(precision)
-    if INTERPRET:  # the interpreter cannot benchmark: one config
-        configs = configs[:1]
+def autotuned_mining(configs: list[LaunchConfig]):
+    """The mining kernel, autotuned over `configs` per (B, D_pad)."""
     return triton.autotune(
-        configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k},
-                               num_warps=c.num_warps, num_stages=c.num_stages) for c in configs],
+        configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k,
+                                "SYMMETRIC": c.symmetric}, num_warps=c.num_warps, num_stages=c.num_stages)
+                 for c in configs],
         key=["B", "D_PAD"],
     )(_mine_kernel)
 
 
-MINE = {precision: _autotuned(precision) for precision in PRECISIONS}
+# The interpreter cannot benchmark: there, the first configuration only.
+MINE = {precision: autotuned_mining(mining_configs(precision)[:1] if INTERPRET else mining_configs(precision))
+        for precision in PRECISIONS}
 
 
 def _device_guard(device: torch.device):
@@ -576,9 +586,9 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
             NORMALIZE=normalize, ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
-        def grid(meta):  # the tiles (i, j), i ≤ j, of each slice
+        def grid(meta):  # the tiles (i, j) of each slice, i ≤ j only when symmetric
             blocks = triton.cdiv(batch, meta["BLOCK_M"])
-            return (blocks * (blocks + 1) // 2, num_slices)
+            return (blocks * (blocks + 1) // 2 if meta["SYMMETRIC"] else blocks * blocks, num_slices)
 
         MINE[precision][grid](
             mining, sq, labels, labels.stride(0), keys[0], keys[1],
