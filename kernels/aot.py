@@ -269,7 +269,7 @@ def table(builds: list[Build]) -> str:
     for b in sorted(builds, key=lambda b: (b.arch, KERNEL_NAMES.index(b.kernel), b.precision or "", b.cases[0])):
         c = b.config
         tiles = "×".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R", "BLOCK_D") if k in c)
-        shape = f"{tiles} / {c['num_warps']} / {c['num_stages']}"
+        shape = f"{tiles}{' sym' if c.get('SYMMETRIC') else ''} / {c['num_warps']} / {c['num_stages']}"
         wait = "-" if b.wait_depth is None else str(b.wait_depth)
         cases = ",".join(b.cases)
         lines.append(f"{b.arch:7} {b.kernel:8} {b.precision or '-':9} {shape:28} {b.registers:4d} "
