@@ -11,14 +11,15 @@ host-to-device copy (capturable in a CUDA graph):
    ‖y‖² of the stored values. Distances are translation-invariant, so centring changes no
    distance, yet it keeps the Gram expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖²
    accurate for large-norm or clustered features, where the three terms would otherwise cancel.
-3. Mining, grid (tiles (i, j) with i ≤ j × slices): distances are symmetric, so each
-   program forms one tile of products y_a·y_b on tensor cores (tl.dot) and serves both
-   blocks: anchors of block i score their candidates by rows, ‖y_b‖² − 2·y_a·y_b (the
-   squared distance minus a per-anchor constant), and, off the diagonal, anchors of block
-   j by columns, ‖y_a‖² − 2·y_a·y_b. Scores are masked by label, reduced to the hardest
-   positive (largest) and negative (smallest) per anchor, and merged into the anchor's
-   best with one 64-bit atomic max/min of (score, index) keys, ties to the lowest index:
-   half the products of a full sweep, and no B×B matrix exists.
+3. Mining, grid (tiles (i, j) × slices): each program forms one tile of products y_a·y_b
+   on tensor cores (tl.dot); anchors of block i score their candidates by rows,
+   ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant). With symmetric
+   tiles (an autotuner configuration) only tiles i ≤ j run, and off the diagonal they also
+   serve the anchors of block j by columns, ‖y_a‖² − 2·y_a·y_b: half the products, a
+   costlier epilogue (bench/README.md weighs the two). Scores are masked by label, reduced
+   to the hardest positive (largest) and negative (smallest) per anchor, and merged into
+   the anchor's best with one 64-bit atomic max/min of (score, index) keys, ties to the
+   lowest index, whatever the order of the tiles. No B×B matrix exists.
 4. Hinge, grid (row blocks × slices): reads the mined indices, recomputes the chosen
    triplets' distances exactly in fp32 from the input rows, forms the hinge terms and adds
    them up per slice (atomics), with the count K of valid anchors.
@@ -273,7 +274,10 @@ def _mine_kernel(
         _offer(KEY_NEG, keys + cols, col_ok, tl.where(is_neg, score, float("inf")), i * BLOCK_M, False, 0)
 
 
-@triton.jit
+# LOOP_TRIPS = 1 always, a runtime int: Triton 3.6 builds this kernel only when the keys
+# are decoded inside a loop it cannot unroll ("arith.select" and load-mask layout
+# mismatches in make_ttgir otherwise); Triton 3.8 builds either form.
+@triton.jit(do_not_specialize=["LOOP_TRIPS"])
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     KEY_POS, KEY_NEG,  # (N, B) int64 from the mining
@@ -284,7 +288,7 @@ def _hinge_kernel(
     SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
     COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
-    B, D, EPS,
+    B, D, LOOP_TRIPS, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -294,10 +298,13 @@ def _hinge_kernel(
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < B
     idx = slice_id * B + rows
-    key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
-    key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
-    pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
-    neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
+    pos_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    neg_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    for _ in range(0, LOOP_TRIPS):
+        key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
+        key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
+        pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
+        neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
     valid = row_ok & (pos_idx >= 0) & (neg_idx >= 0)
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
@@ -597,7 +604,7 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
         cfg = hinge_config(slice_dim)
         _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
             x, x.stride(0), x.stride(1), keys[0], keys[1], norms, margins,
-            pos, neg, dist, sums, active, count, batch, slice_dim, NORMALIZE_EPS,
+            pos, neg, dist, sums, active, count, batch, slice_dim, 1, NORMALIZE_EPS,
             DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
