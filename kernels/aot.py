@@ -168,6 +168,7 @@ class Build:
     hgmma: int  # wgmma instructions in the SASS (Hopper tensor cores)
     hmma: int  # mma.sync instructions (Ampere-style tensor cores)
     ffma: int  # fp32 FMA on CUDA cores
+    instructions: int  # SASS instructions in all (static count)
     wait_depth: int | None  # deepest wgmma.wait_group N; None without wgmma
     compile_s: float
 
@@ -221,6 +222,7 @@ def _measure(compiled, arch: str) -> dict:
         shared_bytes=int(compiled.metadata.shared),
         hgmma=len(re.findall(r"\bHGMMA\.", sass)), hmma=len(re.findall(r"\bHMMA\.", sass)),
         ffma=len(re.findall(r"\bFFMA\b", sass)),
+        instructions=len(re.findall(r"/\*[0-9a-f]{4,}\*/\s+[A-Z@]", sass)),
         wait_depth=max(waits) if waits else None,
     )
 
@@ -262,17 +264,17 @@ def recorded_launches() -> list[dict]:
 
 def table(builds: list[Build]) -> str:
     head = f"{'arch':7} {'kernel':8} {'precision':9} {'tiles / warps / stages':28} {'regs':>4} {'spill':>7} " \
-           f"{'smem':>6} {'HGMMA':>5} {'HMMA':>5} {'FFMA':>5} {'wait':>4}  cases"
+           f"{'smem':>6} {'HGMMA':>5} {'HMMA':>5} {'FFMA':>5} {'SASS':>5} {'wait':>4}  cases"
     lines = [head]
     for b in sorted(builds, key=lambda b: (b.arch, KERNEL_NAMES.index(b.kernel), b.precision or "", b.cases[0])):
         c = b.config
         tiles = "×".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R", "BLOCK_D") if k in c)
-        shape = f"{tiles} / {c['num_warps']} / {c['num_stages']}"
+        shape = f"{tiles}{' sym' if c.get('SYMMETRIC') else ''} / {c['num_warps']} / {c['num_stages']}"
         wait = "-" if b.wait_depth is None else str(b.wait_depth)
         cases = ",".join(b.cases)
         lines.append(f"{b.arch:7} {b.kernel:8} {b.precision or '-':9} {shape:28} {b.registers:4d} "
                      f"{b.spill_stores:3d}/{b.spill_loads:<3d} {b.shared_bytes:6d} {b.hgmma:5d} {b.hmma:5d} "
-                     f"{b.ffma:5d} {wait:>4}  {cases[:60]}")
+                     f"{b.ffma:5d} {b.instructions:5d} {wait:>4}  {cases[:60]}")
     return "\n".join(lines)
 
 

@@ -11,14 +11,15 @@ host-to-device copy (capturable in a CUDA graph):
    ‖y‖² of the stored values. Distances are translation-invariant, so centring changes no
    distance, yet it keeps the Gram expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖²
    accurate for large-norm or clustered features, where the three terms would otherwise cancel.
-3. Mining, grid (tiles (i, j) with i ≤ j × slices): distances are symmetric, so each
-   program forms one tile of products y_a·y_b on tensor cores (tl.dot) and serves both
-   blocks: anchors of block i score their candidates by rows, ‖y_b‖² − 2·y_a·y_b (the
-   squared distance minus a per-anchor constant), and, off the diagonal, anchors of block
-   j by columns, ‖y_a‖² − 2·y_a·y_b. Scores are masked by label, reduced to the hardest
-   positive (largest) and negative (smallest) per anchor, and merged into the anchor's
-   best with one 64-bit atomic max/min of (score, index) keys, ties to the lowest index:
-   half the products of a full sweep, and no B×B matrix exists.
+3. Mining, grid (tiles (i, j) × slices): each program forms one tile of products y_a·y_b
+   on tensor cores (tl.dot); anchors of block i score their candidates by rows,
+   ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant). With symmetric
+   tiles (an autotuner configuration) only tiles i ≤ j run, and off the diagonal they also
+   serve the anchors of block j by columns, ‖y_a‖² − 2·y_a·y_b: half the products, a
+   costlier epilogue (bench/README.md weighs the two). Scores are masked by label, reduced
+   to the hardest positive (largest) and negative (smallest) per anchor, and merged into
+   the anchor's best with one 64-bit atomic max/min of (score, index) keys, ties to the
+   lowest index, whatever the order of the tiles. No B×B matrix exists.
 4. Hinge, grid (row blocks × slices): reads the mined indices, recomputes the chosen
    triplets' distances exactly in fp32 from the input rows, forms the hinge terms and adds
    them up per slice (atomics), with the count K of valid anchors.
@@ -212,17 +213,24 @@ def _mine_kernel(
     LABELS, stride_label,  # (B,) int32 or int64, any stride
     KEY_POS, KEY_NEG,  # (N, B) int64, set to NO_POSITIVE / NO_NEGATIVE by the pre-pass; merged
     B, B_PAD, D_PAD,
-    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr, SYMMETRIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # Distances are symmetric: one program per tile (i, j) with i ≤ j serves the anchors of
-    # block i by its rows and, off the diagonal, those of block j by its columns.
+    # One program per tile (i, j). SYMMETRIC: distances are symmetric, so only tiles with
+    # i ≤ j run, each serving the anchors of block i by its rows and, off the diagonal,
+    # those of block j by its columns (half the products, a costlier epilogue: the column
+    # reduction crosses warps). Otherwise every tile runs and serves its rows only.
     tile = tl.program_id(0)
     slice_id = tl.program_id(1)
-    j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
-    j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
-    j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
-    i = tile - j * (j + 1) // 2
+    if SYMMETRIC:
+        j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
+        j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
+        j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
+        i = tile - j * (j + 1) // 2
+    else:
+        blocks = tl.cdiv(B, BLOCK_N)
+        i = tile // blocks
+        j = tile % blocks
     rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = j * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < B
@@ -259,14 +267,17 @@ def _mine_kernel(
     _offer(KEY_POS, keys + rows, row_ok, tl.where(is_pos, score, float("-inf")), j * BLOCK_N, True, 1)
     _offer(KEY_NEG, keys + rows, row_ok, tl.where(is_neg, score, float("inf")), j * BLOCK_N, False, 1)
     # … and anchors of block j (columns) score theirs by ‖y_a‖² − 2·y_a·y_b.
-    if i != j:
+    if SYMMETRIC and i != j:
         sq_a = tl.load(SQ + slice_id * B_PAD + rows)
         score = sq_a[:, None] - 2.0 * dot
         _offer(KEY_POS, keys + cols, col_ok, tl.where(is_pos, score, float("-inf")), i * BLOCK_M, True, 0)
         _offer(KEY_NEG, keys + cols, col_ok, tl.where(is_neg, score, float("inf")), i * BLOCK_M, False, 0)
 
 
-@triton.jit
+# LOOP_TRIPS = 1 always, a runtime int: Triton 3.6 builds this kernel only when the keys
+# are decoded inside a loop it cannot unroll ("arith.select" and load-mask layout
+# mismatches in make_ttgir otherwise); Triton 3.8 builds either form.
+@triton.jit(do_not_specialize=["LOOP_TRIPS"])
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     KEY_POS, KEY_NEG,  # (N, B) int64 from the mining
@@ -277,7 +288,7 @@ def _hinge_kernel(
     SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
     COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
-    B, D, EPS,
+    B, D, LOOP_TRIPS, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -287,10 +298,13 @@ def _hinge_kernel(
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < B
     idx = slice_id * B + rows
-    key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
-    key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
-    pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
-    neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
+    pos_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    neg_idx = tl.full((BLOCK_R,), -1, tl.int32)
+    for _ in range(0, LOOP_TRIPS):
+        key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
+        key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
+        pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
+        neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
     valid = row_ok & (pos_idx >= 0) & (neg_idx >= 0)
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
@@ -475,24 +489,25 @@ class LaunchConfig:
     num_stages: int = 1
     block_n: int = 0
     block_k: int = 0
+    symmetric: bool = False
 
 
 def mining_configs(precision: str) -> list[LaunchConfig]:
-    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m, a
-    tile serves anchors by its rows and by its columns), K in 32-wide (tf32) or 64-wide
-    (bf16) steps, pipelined over num_stages ≥ 2.
+    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m),
+    symmetric (tiles i ≤ j, served by rows and columns) or not, K in 32-wide (tf32) or
+    64-wide (bf16) steps, pipelined over num_stages ≥ 2.
 
-    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py);
-    on a GPU the launcher autotunes among them per batch size, under the interpreter it
-    takes the first.
+    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py).
+    On a GPU the launcher autotunes among them per batch size (re-running the mining is
+    harmless: its atomic max/min merge is idempotent); under the interpreter it takes the
+    first, the symmetric one (tf32x3: full tiles only), so that the CPU tests cover its
+    column side.
     """
     block_k = 64 if precision == "bf16" else 32
-    if precision == "tf32x3":  # three products per step: more live registers
-        return [LaunchConfig(64, 0, 4, 2, block_n=64, block_k=block_k)]
-    return [
-        LaunchConfig(128, 0, 8, 3, block_n=128, block_k=block_k),
-        LaunchConfig(64, 0, 4, 3, block_n=64, block_k=block_k),
-    ]
+    if precision == "tf32x3":  # three products per step: more live registers (the symmetric
+        return [LaunchConfig(64, 0, 4, 2, block_n=64, block_k=block_k)]  # tile spills under 3.6)
+    return [LaunchConfig(block, 0, warps, 3, block_n=block, block_k=block_k, symmetric=symmetric)
+            for block, warps in ((128, 8), (64, 4)) for symmetric in (True, False)]
 
 
 # The row kernels below gather rows by index: software pipelining (the JIT's default of 3
@@ -513,18 +528,19 @@ def backward_config(slice_dim: int) -> LaunchConfig:
     return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 32, num_warps=8)
 
 
-def _autotuned(precision: str):
-    configs = mining_configs(precision)
-    if INTERPRET:  # the interpreter cannot benchmark: one config
-        configs = configs[:1]
+def autotuned_mining(configs: list[LaunchConfig]):
+    """The mining kernel, autotuned over `configs` per (B, D_pad)."""
     return triton.autotune(
-        configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k},
-                               num_warps=c.num_warps, num_stages=c.num_stages) for c in configs],
+        configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k,
+                                "SYMMETRIC": c.symmetric}, num_warps=c.num_warps, num_stages=c.num_stages)
+                 for c in configs],
         key=["B", "D_PAD"],
     )(_mine_kernel)
 
 
-MINE = {precision: _autotuned(precision) for precision in PRECISIONS}
+# The interpreter cannot benchmark: there, the first configuration only.
+MINE = {precision: autotuned_mining(mining_configs(precision)[:1] if INTERPRET else mining_configs(precision))
+        for precision in PRECISIONS}
 
 
 def _device_guard(device: torch.device):
@@ -576,9 +592,9 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
             NORMALIZE=normalize, ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
-        def grid(meta):  # the tiles (i, j), i ≤ j, of each slice
+        def grid(meta):  # the tiles (i, j) of each slice, i ≤ j only when symmetric
             blocks = triton.cdiv(batch, meta["BLOCK_M"])
-            return (blocks * (blocks + 1) // 2, num_slices)
+            return (blocks * (blocks + 1) // 2 if meta["SYMMETRIC"] else blocks * blocks, num_slices)
 
         MINE[precision][grid](
             mining, sq, labels, labels.stride(0), keys[0], keys[1],
@@ -587,7 +603,7 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
         cfg = hinge_config(slice_dim)
         _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
             x, x.stride(0), x.stride(1), keys[0], keys[1], norms, margins,
-            pos, neg, dist, sums, active, count, batch, slice_dim, NORMALIZE_EPS,
+            pos, neg, dist, sums, active, count, batch, slice_dim, 1, NORMALIZE_EPS,
             DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )

@@ -2,12 +2,13 @@
 
 kernels/aot.py records the launches of real calls (every precision, input dtype and
 switch) under the interpreter, binds them with the JIT's own specialisation for a CUDA
-target over every autotuner configuration, and compiles them. Here: no build spills, shared
-memory fits the card, and the mining runs on tensor cores (wgmma on sm_90a, mma.sync on
-sm_80) with its MMAs overlapping the next K step on sm_90a for tf32 and bf16.
+target over every autotuner configuration (symmetric mining tiles and full ones), and
+compiles them. Here: no build spills, shared memory fits the card, and the mining runs on
+tensor cores (wgmma on sm_90a, mma.sync on sm_80) with its MMAs overlapping the next K step
+on sm_90a for tf32 and bf16.
 
-Runs in a subprocess without TRITON_INTERPRET (set for the other tests); about two
-minutes on two CPU cores.
+Runs in a subprocess without TRITON_INTERPRET (set for the other tests); about six
+minutes on two shared CPU cores.
 """
 import json
 import os

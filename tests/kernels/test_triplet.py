@@ -79,17 +79,15 @@ def test_every_mining_precision_keeps_exact_hinge(precision, normalize):
                             precision=precision, grad_scale=-1.5)
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("block", [128, 64])
-def test_symmetric_tiles_merge_to_the_same_triplets(block, monkeypatch):
-    """Each tile (i, j), i ≤ j, serves block i's anchors by rows and block j's by columns;
-    the merge keeps the hardest candidate whichever tile offers it, and ties between
-    coincident points in different tiles go to the lowest index (400 rows: 4 or 7 blocks,
-    ragged last block)."""
-    configs = {"tf32x3": [triplet.LaunchConfig(block, 0, 4, 2, block_n=block, block_k=32)]}
-    monkeypatch.setitem(triplet.MINE, "tf32x3", triplet.triton.autotune(
-        configs=[triplet.triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k},
-                                       num_warps=c.num_warps, num_stages=c.num_stages) for c in configs["tf32x3"]],
-        key=["B", "D_PAD"])(triplet._mine_kernel))
+def test_mining_tiles_merge_to_the_same_triplets(block, symmetric, monkeypatch):
+    """Tiles merge their candidates into each anchor's best whichever tile offers it (the
+    symmetric tiles (i, j), i ≤ j, serve block i's anchors by rows and block j's by
+    columns), and ties between coincident points in different tiles go to the lowest index
+    (400 rows: 4 or 7 blocks, ragged last block)."""
+    config = triplet.LaunchConfig(block, 0, 4, 2, block_n=block, block_k=32, symmetric=symmetric)
+    monkeypatch.setitem(triplet.MINE, "tf32x3", triplet.autotuned_mining([config]))
     x, labels = random_case(16, 400, 1, 16, 4)
     x[[10, 200, 390]] = x[5].clone()  # anchor 5's coincident positives and negatives, across tiles
     labels[[10, 390]] = int(labels[5])
