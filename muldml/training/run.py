@@ -4,7 +4,8 @@ studies call, in one process or under torchrun.
 A run folder holds ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
 checkpoint.py) and ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
 slice's triplet loss and active fraction, accuracy for train and val, training images per
-second and peak memory). ``resume=True`` continues from the checkpoint and reaches the same
+second and peak memory; and every loss term with its share and the threshold regime's
+diagnostics, see training/loop.Meter and muldml/regime.py). ``resume=True`` continues from the checkpoint and reaches the same
 final weights as an uninterrupted run: every epoch reseeds its random streams from (seed,
 epoch, rank), and each image is augmented from its own seed (data/samplers.py), so neither
 loader workers nor the point of interruption change what is drawn.
@@ -40,6 +41,7 @@ from muldml.data.samplers import PKSampler, SeededDataset, ShardedBatches, rando
 from muldml.errors import UserError
 from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import MulDMLNet, load_init
+from muldml.regime import ALL_ACTIVE, UNDIFFERENTIATED, undifferentiated
 from muldml.training.checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, lr_factor, rng_state,
                                         save_checkpoint, set_rng_state, write_history)
 from muldml.training.distributed import Processes, restart_count, setup, sum_over_processes, teardown
@@ -281,4 +283,6 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     bar.close()
     if board is not None:
         board.close()
+    if procs.main and undifferentiated(history):
+        print(f"warning: {UNDIFFERENTIATED} (every slice ≥ {100 * ALL_ACTIVE:g}% active in most epochs)")
     return state if state is not None else load_checkpoint(out / CHECKPOINT)
