@@ -55,7 +55,7 @@ THROUGHPUT_COLUMNS = ("images_per_s", "peak_memory_mb")
 def build_model(cfg: Config) -> MulDMLNet:
     """The network `cfg` describes, on the CPU, freshly initialised."""
     return MulDMLNet(len(cfg.classes), cfg.num_slices, cfg.slice_dim, cfg.classifier_input,
-                     cfg.multitask, cfg.dropout)
+                     cfg.multitask, cfg.dropout, cfg.cosine_scale, cfg.learn_cosine_scale)
 
 
 def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
