@@ -94,7 +94,7 @@ class Config:
     tau_max: float = 0.75
     tau_step: float = 0.1
     dual: bool = True
-    lam: float | None = None  # λ; None: 0.5/N
+    lam: float | None = None  # λ; None: 0.5/N (a baseline's metric loss: 0.05, muldml.baselines)
     backend: str = "auto"
     # Baselines (Tables V–VI): another metric loss in place of the triplet loss
     metric_loss: str = "triplet"  # triplet (Eq. 2 / 10) | circle | hist

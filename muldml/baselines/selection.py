@@ -9,10 +9,10 @@ validation accuracy is the baseline's setting in that fold (ties: the earlier po
 
 Why these values. Circle: m and γ are Sun et al.'s settings for fine-grained retrieval
 (0.4, 80) and for face recognition's m (0.25) with a smaller scale γ = 32; the weight λ
-spans the default 0.5 (= 0.5/N with N = 1) and a tenth of it. With γ = 80 and λ = 0.5 the
-Circle term's gradient at the embedding is about 7× the cross-entropy's at initialisation
-and the network does not learn the demo faces (README, "Baselines"); λ = 0.05 brings it
-below the cross-entropy's. HIST: τ and α are the authors' release defaults (32, 0.9) and a
+spans the baselines' default 0.05 and the triplet loss's 0.5/N = 0.5 (N = 1). With γ = 80
+and λ = 0.5 the Circle term's gradient at the embedding is about 7× the cross-entropy's at
+initialisation and the network does not learn the demo faces (README, "Baselines");
+λ = 0.05 brings it below the cross-entropy's. HIST: τ and α are the authors' release defaults (32, 0.9) and a
 softer scale (16) and harder incidence (2.0); λ_s is fixed at the release's 1; the weight
 λ as for Circle.
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 # Per metric loss: Config field → the values tried (the default first).
 GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
-    "circle": {"circle_m": (0.4, 0.25), "circle_gamma": (80.0, 32.0), "lam": (0.5, 0.05)},
-    "hist": {"hist_tau": (32.0, 16.0), "hist_alpha": (0.9, 2.0), "hist_lambda_s": (1.0,), "lam": (0.5, 0.05)},
+    "circle": {"circle_m": (0.4, 0.25), "circle_gamma": (80.0, 32.0), "lam": (0.05, 0.5)},
+    "hist": {"hist_tau": (32.0, 16.0), "hist_alpha": (0.9, 2.0), "hist_lambda_s": (1.0,), "lam": (0.05, 0.5)},
 }
 SOURCE = "chosen in this fold on validation subjects (grid in muldml/baselines/selection.py)"
 

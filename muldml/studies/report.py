@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from muldml import io as atomic
+from muldml.baselines import baseline_weight
 from muldml.report import Report
 from muldml.studies import figures
 from muldml.studies.definitions import Study
@@ -141,7 +142,7 @@ def _baseline_settings(results: dict[str, list[dict]]) -> dict[str, dict[str, fl
         if kind == "triplet":
             continue
         values = {k: v for k, v in cfg.items() if k.startswith(f"{kind}_")}
-        values["lam"] = cfg["lam"] if cfg["lam"] is not None else 0.5 / cfg["num_slices"]
+        values["lam"] = baseline_weight(cfg["lam"])
         out[label] = values
     return out
 

@@ -62,16 +62,15 @@ def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.
     """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
     baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
     all_gather: mine over all processes' rows (default: when running distributed)."""
-    lam = 0.5 / cfg.num_slices if cfg.lam is None else cfg.lam
     if cfg.metric_loss == "circle":
-        from muldml.baselines import CircleMetricLoss
+        from muldml.baselines import CircleMetricLoss, baseline_weight
 
-        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=lam)
+        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=baseline_weight(cfg.lam))
     if cfg.metric_loss == "hist":
-        from muldml.baselines import HISTLoss
+        from muldml.baselines import HISTLoss, baseline_weight
 
         return HISTLoss(len(cfg.classes), cfg.num_slices * cfg.slice_dim, cfg.hist_tau, cfg.hist_alpha,
-                        cfg.hist_lambda_s, cfg.hist_hidden, lam=lam)
+                        cfg.hist_lambda_s, cfg.hist_hidden, lam=baseline_weight(cfg.lam))
     if not cfg.margins:
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,

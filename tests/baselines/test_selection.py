@@ -11,7 +11,7 @@ from muldml.baselines.selection import choose, grid_points
 
 def test_grid_points_skip_fixed_fields():
     full = grid_points("circle")
-    assert len(full) == 8 and full[0] == {"circle_m": 0.4, "circle_gamma": 80.0, "lam": 0.5}  # defaults first
+    assert len(full) == 8 and full[0] == {"circle_m": 0.4, "circle_gamma": 80.0, "lam": 0.05}  # defaults first
     assert grid_points("circle", fixed={"lam", "circle_m"}) == [{"circle_gamma": 80.0}, {"circle_gamma": 32.0}]
     assert grid_points("circle", fixed={"lam", "circle_m", "circle_gamma"}) == []
     assert len(grid_points("hist")) == 8 and grid_points("triplet") == []
