@@ -114,3 +114,24 @@ def plot_slice_similarity(similarity: np.ndarray, path: str | Path, title: str =
     path = save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def plot_loss_terms(curves: dict[str, dict[str, Sequence[float]]], path: str | Path, title: str = "") -> Path:
+    """Per model (label → {"ce": per-epoch values, "metric": …}): training cross-entropy
+    (solid) and weighted metric loss (dashed), one colour per model, log scale."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, (label, terms) in enumerate(curves.items()):
+        colour = f"C{k % 10}"
+        for term, style in (("ce", "-"), ("metric", "--")):
+            values = terms.get(term)
+            if values is not None and len(values):
+                ax.plot(range(1, len(values) + 1), values, style, color=colour, marker="o", markersize=3,
+                        label=f"{label}: {'cross-entropy' if term == 'ce' else 'metric loss (weighted)'}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (mean over runs)")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    path = save_figure(path, fig)
+    plt.close(fig)
+    return path

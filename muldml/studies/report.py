@@ -111,6 +111,8 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         summary["baseline_settings"] = baselines
         summary["baseline_choice"] = _baseline_choice(ctx, study, report)
 
+    if study.name == "baselines":
+        _loss_terms(ctx, results, folder, report)
     if study.figure is None or study.figure in ("fig3",):
         figures.plot_accuracy([r["label"] for r in rows], [r["mean"] or 0 for r in rows], [r["std"] or 0 for r in rows],
                               [r["paper"] for r in rows], folder / "accuracy.png", f"{study.source}: {study.title}")
@@ -131,6 +133,26 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     report.settings(ctx.base, "Common settings")
     atomic.write_json(folder / "results.json", summary)
     return report.write(folder / "report.md")
+
+
+def _loss_terms(ctx: StudyContext, results: dict[str, list[dict]], folder: Path, report: Report) -> None:
+    """Every model's training loss terms per epoch (mean over runs): is the metric loss learning,
+    and does it dwarf the cross-entropy?"""
+    from muldml.plots import plot_loss_terms
+
+    curves = {}
+    for label, runs in results.items():
+        histories = [h for h in (figures.read_history(ctx.out / r["dir"]) for r in runs) if h]
+        if histories:
+            length = min(len(h) for h in histories)
+            curves[label] = {term: [float(np.mean([h[e][f"train_{term}"] for h in histories])) for e in range(length)]
+                             for term in ("ce", "metric") if all(f"train_{term}" in h[0] for h in histories)}
+    if curves:
+        plot_loss_terms(curves, folder / "loss_terms.png", "Training loss terms")
+        report.paragraph("Training cross-entropy (solid) and the weighted metric loss (dashed) per epoch, mean over "
+                         "runs; each run's history.csv also holds the metric loss's share of the loss and of the "
+                         "gradient at the embedding.")
+        report.image("loss terms", "loss_terms.png")
 
 
 def _baseline_settings(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
@@ -161,9 +183,10 @@ def _baseline_choice(ctx: StudyContext, study: Study, report: Report) -> list[di
     if rows:
         grids = "; ".join(f"{name}: " + ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in values)}}}"
                                                   for k, values in grid.items()) for name, grid in GRIDS.items())
-        report.paragraph(f"Chosen per fold and seed like τ*: every point of the baseline's grid ({grids}) is trained, "
-                         "and the one with the highest validation accuracy on held-out training subjects is the "
-                         "baseline's result in that fold (settings given explicitly are not searched).")
+        report.paragraph(f"Where the source below says so, a baseline's settings were chosen per fold and seed like "
+                         f"τ*: every point of its grid ({grids}) is trained, and the one with the highest validation "
+                         "accuracy on held-out training subjects is the baseline's result in that fold (settings "
+                         "given explicitly are not searched).")
         report.table(["cell", "seed", "fold", "chosen", "source"],
                      [[r["cell"], r["seed"], r["fold"], ", ".join(f"{k} = {v:g}" for k, v in r["chosen"].items()) or "—",
                        r["source"]] for r in rows])

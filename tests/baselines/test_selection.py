@@ -58,6 +58,8 @@ def test_study_chooses_circle_settings_on_validation(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "study" / "baselines" / "results.json").read_text())
     assert [c["chosen"]["lam"] for c in summary["baseline_choice"]] == [r["config"]["lam"] for r in results["Circle loss"]]
     assert all("validation subjects" in c["source"] for c in summary["baseline_choice"])
+    report = (tmp_path / "study" / "baselines" / "report.md").read_text()
+    assert "loss_terms.png" in report and (tmp_path / "study" / "baselines" / "loss_terms.png").stat().st_size > 0
 
     # A setting given explicitly is not searched (and nothing is trained to resolve it).
     fixed = context(tmp_path / "fixed", lam=0.2)
