@@ -94,6 +94,7 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         report.paragraph("Best epoch (val): per run, the epoch with the highest validation accuracy on held-out "
                          "training subjects, the epochs each model needed (median, range over runs); the accuracy "
                          "columns are still the last epoch's.")
+    _regime_warning(results, report)
     if study.selects_tau_star:
         summary["tau_star"] = _nested_tau_star(ctx, study, results, report)
     elif tau_rows:
@@ -133,6 +134,19 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     report.settings(ctx.base, "Common settings")
     atomic.write_json(folder / "results.json", summary)
     return report.write(folder / "report.md")
+
+
+def _regime_warning(results: dict[str, list[dict]], report: Report) -> None:
+    """The runs in which every slice stayed ≥ 99% active for most of training (muldml.regime)."""
+    from muldml.regime import UNDIFFERENTIATED
+
+    flagged = {label: sum(bool(r.get("undifferentiated")) for r in runs) for label, runs in results.items()}
+    flagged = {label: n for label, n in flagged.items() if n}
+    if flagged:
+        report.paragraph(f"**Warning: {UNDIFFERENTIATED}** — in " + ", ".join(
+            f"{n} of {len(results[label])} run(s) of {label}" for label, n in flagged.items())
+            + " every slice's hinges stayed ≥ 99% active for most epochs, so the slices got the same gradients "
+              "whatever their thresholds (each run's report.md shows its per-slice active fractions).")
 
 
 def _loss_terms(ctx: StudyContext, results: dict[str, list[dict]], folder: Path, report: Report) -> None:

@@ -31,6 +31,7 @@ from muldml.config import Config, Runtime, preset_config
 from muldml.data.folder import Sample, originals
 from muldml.errors import UserError
 from muldml.protocol import Fold, Protocol, make_protocol
+from muldml.regime import undifferentiated
 from muldml.studies.definitions import STUDIES, Cell, Study
 from muldml.training.checkpoint import CHECKPOINT
 
@@ -145,6 +146,7 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
         "confusion": tested.metrics["confusion"], "classes": list(cfg.classes),
         "val_accuracy": history[-1].get("val_acc") if history else None, "num_val": len(fold.val),
         "num_train": len(fold.train), "epochs": len(history), "best_val_epoch": best_val_epoch(history),
+        "undifferentiated": undifferentiated(history),
         "interclass_val": interclass_histograms(val_embeddings, val_labels, cfg.num_slices),
         "incomplete": incomplete or None,
         "config": cfg.to_dict(),
