@@ -78,10 +78,11 @@ def main() -> None:
                   flush=True)
     report = Report("Threshold regime on the demo faces")
     report.paragraph(f"{len(train)} training / {len(val)} validation faces (subject-independent), {FACES['size']} px, "
-                     f"{args.epochs} epochs from scratch, one seed, settings {COMMON}.")
-    report.table(["run", "val acc (last)", "best val (epoch)", "active per slice (τ ascending, %)",
+                     f"from scratch, one seed, settings {COMMON}. Active fractions and margins: the last epoch's "
+                     "training batches; slice CKA: mean off-diagonal linear CKA on the validation faces.")
+    report.table(["run", "epochs", "val acc (last)", "best val (epoch)", "active per slice (τ ascending, %)",
                   "mean d(a,n*) − d(a,p*)", "triplet grad share", "slice CKA", "warning"],
-                 [[key, f"{100 * r['val_acc'][-1]:.1f}", f"{100 * max(r['val_acc']):.1f} ({r['best_val_epoch']})",
+                 [[key, r["epochs"], f"{100 * r['val_acc'][-1]:.1f}", f"{100 * max(r['val_acc']):.1f} ({r['best_val_epoch']})",
                    " ".join(f"{100 * a:.0f}" for a in r["active"]), " ".join(f"{m:.2f}" for m in r["margin"]),
                    f"{100 * r['grad_metric_share']:.0f}%", f"{r['mean_cka_between_slices']:.2f}",
                    "yes" if r["undifferentiated"] else "no"] for key, r in results.items()])
