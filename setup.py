@@ -1,11 +1,13 @@
 """Package metadata for muldml and its `muldml` console script."""
+import re
+
 from setuptools import find_packages, setup
 
 EXPORT = ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.31.1"]
 
 setup(
     name="muldml",
-    version="0.1.0",
+    version=re.search(r'__version__ = "([^"]+)"', open("muldml/__init__.py", encoding="utf-8").read())[1],
     description=(
         "Multi-threshold deep metric learning for facial expression recognition, "
         "with fused Triton kernels for the multi-threshold (dual) triplet loss."
@@ -29,17 +31,23 @@ setup(
         "triton>=3.0",
         # The circle preset's loss (Table V baseline) comes from pytorch-metric-learning.
         "pytorch-metric-learning>=2.9,<3",
+        # muldml predict VIDEO: decoding and encoding by FFmpeg through PyAV (tested with 18.1.0,
+        # the version scripts/setup.sh installs).
+        "av>=14,<19",
     ],
     extras_require={
         # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;
         # onnxruntime runs the exported file (and checks it in the tests).
         "export": EXPORT,
+        # muldml train also logs its per-epoch numbers to RUN/tensorboard/ when TensorBoard is installed.
+        "tensorboard": ["tensorboard>=2.14"],
         "dev": [
             "pytest==9.2.0",
             "pytest-benchmark==5.3.1",
             "hypothesis==6.170.17",
             "pytorch-metric-learning==2.9.0",  # pinned for the tests and benchmarks
             "scikit-image==0.26.0",
+            "tensorboard==2.21.0",  # the tensorboard extra, pinned for its test
             *EXPORT,
         ],
     },

@@ -6,8 +6,8 @@ and the autotuner adds its configurations. So this module
 
 1. records the launches of real calls of the loss (forward and backward) under Triton's
    interpreter, in a child process with TRITON_INTERPRET=1: every precision, input dtype
-   and switch, aligned and ragged shapes, strided input, int32 and int64 labels, with the
-   column splits the launcher picks for a 132-SM GPU (and for one split);
+   and switch, aligned and ragged shapes, strided input, int32 and int64 labels, one row
+   block and several;
 2. replays each launch through the JIT's own binder for a CUDA target (the specialisation
    above), over every configuration the autotuner may pick, and builds it with
    triton.compile for sm_80 and sm_90a;
@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 
 ARCHS = (80, 90)
-KERNEL_NAMES = ("prepare", "mine", "hinge", "backward")
+KERNEL_NAMES = ("stats", "prepare", "mine", "hinge", "finish", "backward")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ class Case:
     normalize: bool = True
     labels: str = "int64"
     column_stride: int = 1
-    multiprocessors: int = 132  # the GPU the launcher sizes its column splits for (H100/H200)
 
 
 CASES = [
@@ -68,7 +67,7 @@ CASES = [
     Case("int32-labels", labels="int32"),
     Case("ragged", batch=50, slice_dim=20),
     Case("strided", column_stride=2),
-    Case("one-split", multiprocessors=1),  # large batches: one column split
+    Case("large", batch=384),  # several row blocks: off-diagonal mining tiles
 ]
 
 
@@ -111,14 +110,15 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
 
     assert triplet.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
     log, current = [], [""]
-    for name in ("prepare", "hinge", "backward"):
+    for name in KERNEL_NAMES:
+        if name == "mine":
+            continue
         attr = f"_{name}_kernel"
         setattr(triplet, attr, _Recorder(name, getattr(triplet, attr), log, current))
     for precision, kernel in list(triplet.MINE.items()):
         triplet.MINE[precision] = _Recorder("mine", kernel, log, current, precision)
     for case in cases:
         current[0] = case.name
-        triplet._multiprocessors = lambda device, n=case.multiprocessors: n
         gen = torch.Generator().manual_seed(0)
         width = case.num_slices * case.slice_dim
         x = torch.randn(case.batch, width * case.column_stride, generator=gen)[:, :: case.column_stride]
@@ -182,8 +182,8 @@ def _specialise(launch: dict, target):
 
     args = [_ArgStandIn(a["tensor"], a["aligned"]) if isinstance(a, dict) else a for a in launch["args"]]
     kwargs = dict(launch["kwargs"])
-    if "UPCAST" in kwargs:  # the one argument set for the interpreter only (bf16 mining operands)
-        kwargs["UPCAST"] = False
+    if "INTERPRETED" in kwargs:  # the one argument set for the interpreter only
+        kwargs["INTERPRETED"] = False
     if launch["kernel"] == "mine":
         tuner = triplet.MINE[launch["precision"]]
         fn, variants = tuner.fn, [c.all_kwargs() for c in tuner.configs]

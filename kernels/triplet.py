@@ -1,51 +1,71 @@
 """Fused multi-threshold batch-hard (dual) triplet loss in Triton.
 
-Forward, three Triton launches and no host synchronisation (besides them, a few small
-torch operations: the batch mean c, zeroed accumulators, the weighted sum of the slices):
+Forward, one zero-fill and five Triton launches, no host synchronisation and no
+host-to-device copy (capturable in a CUDA graph):
 
-1. Pre-pass, grid (row blocks × slices): each slice row x is read once (any dtype, any
-   strides, 64-bit offsets), its norm ‖x‖ kept, and the mining copy y = x̂ − c written
-   contiguously in the mining precision, with ‖y‖². x̂ = x/max(‖x‖, eps) when the loss
-   normalises, else x; c is the slice's mean of x̂ over the batch. Distances are
-   translation-invariant, so centring changes no distance, yet it keeps the Gram
-   expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖² accurate for large-norm or
-   clustered features, where the three terms would otherwise cancel.
-2. Mining, grid (anchor blocks × slices × column splits): each program streams column
-   tiles of its share of the batch, forms y_a·y_b on tensor cores (tl.dot), turns them into
-   scores ‖y_b‖² − 2·y_a·y_b (the squared distance minus a per-anchor constant), masks them
-   by label and keeps the hardest positive (largest) and negative (smallest) with its
-   index: no B×B matrix exists. Small batches are split over columns so that the grid
-   fills the GPU; a split's partial result is merged in step 3.
-3. Hinge, grid (row blocks × slices): merges the splits, recomputes the chosen triplets'
-   distances exactly in fp32 from the input rows, forms the hinge terms and reduces them.
+1. Stats, grid (row blocks × slices): each slice row x is read, its norm ‖x‖ kept, and
+   x̂ = x/max(‖x‖, eps) (x when the loss does not normalise) added atomically into the
+   slice's sum; rows whose squared norm is not finite are counted.
+2. Pre-pass, grid (row blocks × slices): the mining copy y = x̂ − c, c the slice's batch
+   mean of x̂, written contiguously in the mining precision (rounded to it here), with
+   ‖y‖² of the stored values. Distances are translation-invariant, so centring changes no
+   distance, yet it keeps the Gram expansion ‖y_a − y_b‖² = ‖y_a‖² − 2·y_a·y_b + ‖y_b‖²
+   accurate for large-norm or clustered features, where the three terms would otherwise cancel.
+3. Mining, grid (tiles (i, j) with i ≤ j × slices): distances are symmetric, so each
+   program forms one tile of products y_a·y_b on tensor cores (tl.dot) and serves both
+   blocks: anchors of block i score their candidates by rows, ‖y_b‖² − 2·y_a·y_b (the
+   squared distance minus a per-anchor constant), and, off the diagonal, anchors of block
+   j by columns, ‖y_a‖² − 2·y_a·y_b. Scores are masked by label, reduced to the hardest
+   positive (largest) and negative (smallest) per anchor, and merged into the anchor's
+   best with one 64-bit atomic max/min of (score, index) keys, ties to the lowest index:
+   half the products of a full sweep, and no B×B matrix exists.
+4. Hinge, grid (row blocks × slices): reads the mined indices, recomputes the chosen
+   triplets' distances exactly in fp32 from the input rows, forms the hinge terms and adds
+   them up per slice (atomics), with the count K of valid anchors.
+5. Finish, one program: slice losses, the weighted loss λ·Σ w_i·loss_i, and the
+   diagnostics as int64 (indices are written as int64 by step 4): no cast is left to do.
 
-Backward, one Triton launch over (row blocks × slices): every active hinge term scatters its
-analytic gradient into the rows a, p*, n* (through the slice's L2 normalisation when the
-loss normalises) with relaxed fp32 atomic adds.
+Backward, one zero-fill and one Triton launch over (row blocks × slices): every active
+hinge term scatters its analytic gradient into the rows a, p*, n* (through the slice's L2
+normalisation when the loss normalises) with relaxed fp32 atomic adds. Every launch runs
+under the input's device (torch.cuda.device), not the current one.
 
 Mining precision (``precision``), for fp32 mining copies unless said otherwise:
-- "tf32" (default): one tensor-core product with 10-bit mantissas.
+- "tf32" (default): one tensor-core product with 10-bit mantissas. The pre-pass rounds the
+  copy to tf32 (to nearest, ties away from zero, as cvt.rna.tf32.f32): the tensor cores,
+  which read only the top 19 bits of an fp32 operand, then multiply exactly these values
+  rather than truncated ones, and the interpreter (which multiplies exactly) mines what a
+  GPU mines, up to the order of the fp32 accumulation. Unit roundoff 2⁻¹¹.
 - "tf32x3": three tf32 products (split operands), about fp32 accuracy on tensor cores.
-- "bf16": the mining copy is stored in bf16 (8-bit mantissas), half the traffic.
+- "bf16": the mining copy is stored in bf16 (8-bit mantissas, round to nearest even), half
+  the traffic; products of bf16 values are exact in fp32.
 Mining only ranks candidates; the loss and gradient always use exact fp32 distances of
 the triplets chosen. With unit roundoff u (2⁻¹¹ tf32, 2⁻⁸ bf16, about 2⁻²² tf32x3) and R
-the largest centred norm ‖y‖ of the slice, a score is off by at most about 4·u·R² (plus
-the fp32 accumulation, about d·2⁻²³·R²). So a precision may pick a different positive
-(negative) only where another candidate's squared distance is within twice that of the
-hardest one; that candidate is then as hard up to that gap. Exact ties between coincident
-candidates (identical scores) still go to the lowest index.
+the largest centred norm ‖y‖ of the slice, a squared distance of the rounded copy is off
+by at most about 4·u·R² (plus the fp32 accumulation, about d·2⁻²³·R²). So a precision may
+pick a different positive (negative) only where another candidate's squared distance is
+within twice that of the hardest one; that candidate is then as hard up to that gap. Exact
+ties between coincident candidates (identical scores) still go to the lowest index.
 
-Determinism: per-slice sums (forward) and row gradients (backward) are accumulated with
-fp32 atomics in a run-dependent order: results agree to rounding, not bit for bit. The
-mined indices are deterministic for a given launch configuration.
+Non-finite input: a NaN loss and slice losses, and an all-NaN gradient (not refused:
+checking would synchronise; muldml.losses refuses it where check_finite is on).
 
-Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining
-precision, freed when the forward returns) and O(B·N) (norms, indices, three distances
-per slice and anchor, partial results of the column splits).
+Determinism: the centre, per-slice sums (forward) and row gradients (backward) are
+accumulated with fp32 atomics in a run-dependent order: results agree to rounding, not
+bit for bit. The mining merge (atomic max/min of keys) does not depend on the order; the
+mined indices can differ between runs only where two candidates' scores
+are within rounding of the centre (summed atomically) of each other. Within a launch, programs
+write disjoint memory or add atomically (tests/kernels: the race check).
+
+Memory beyond inputs and gradient: the mining copy (N·B·d values in the mining precision,
+freed when the forward returns) and O(B·N) (norms, indices, three distances per slice and
+anchor, two mining keys per slice and anchor) plus N·d for the centre. No fp32 copy of
+half-precision input is made; its gradient is accumulated in an fp32 (B, N·d) buffer and
+then cast to the input's dtype (one more (B, N·d) temporary and one more launch).
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -79,13 +99,21 @@ def _inverse_norm(norm, EPS, NORMALIZE: tl.constexpr):
 
 
 @triton.jit
-def _prepare_kernel(
+def _round_to_tf32(y):
+    """Round fp32 to the nearest tf32 value (10 mantissa bits, ties away from zero), as
+    cvt.rna.tf32.f32 does; inf and NaN pass unchanged."""
+    bits = y.to(tl.uint32, bitcast=True)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(y) < float("inf"), rounded, y)
+
+
+@triton.jit
+def _stats_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
-    CENTRE,  # (N, d) fp32: the slice's batch mean of x̂
-    Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c, zero in the padding
     NORMS,  # (N, B) fp32 out: ‖x‖ before normalisation
-    SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
-    B, B_PAD, D, D_PAD, EPS,
+    CENTRE_SUM,  # (N, d) fp32, zeroed; accumulated: Σ_b x̂_b
+    BAD,  # (1,) int32, zeroed; accumulated: rows whose squared norm is not finite
+    B, D, EPS,
     NORMALIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -95,25 +123,86 @@ def _prepare_kernel(
     dims = tl.arange(0, BLOCK_D)
     first_col = slice_id * D
     sq_x = tl.zeros((BLOCK_R,), tl.float32)
-    if NORMALIZE:
-        for k in range(0, D, BLOCK_D):
-            x = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
-            sq_x += tl.sum(x * x, axis=1)
+    for k in range(0, D, BLOCK_D):
+        x = _load_rows(X, rows, first_col + k + dims, row_ok, k + dims < D, stride_row, stride_col)
+        sq_x += tl.sum(x * x, axis=1)
     norm = tl.sqrt(sq_x)
+    tl.store(NORMS + slice_id * B + rows, norm, mask=row_ok)
+    tl.atomic_add(BAD, tl.sum((row_ok & ~(sq_x < float("inf"))).to(tl.int32), axis=0), sem="relaxed")
     inv = _inverse_norm(norm, EPS, NORMALIZE)
+    for k in range(0, D, BLOCK_D):
+        dim_ok = k + dims < D
+        x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
+        tl.atomic_add(CENTRE_SUM + slice_id * D + k + dims, tl.sum(x * inv[:, None], axis=0), mask=dim_ok,
+                      sem="relaxed")
+
+
+@triton.jit
+def _prepare_kernel(
+    X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
+    NORMS,  # (N, B) fp32 ‖x‖ from the stats pass
+    CENTRE_SUM,  # (N, d) fp32 Σ_b x̂_b from the stats pass: c = CENTRE_SUM / B
+    Y,  # (N, B_pad, D_pad) out, mining dtype: y = x̂ − c rounded to the mining precision, zero in the padding
+    SQ,  # (N, B_pad) fp32 out: ‖y‖² of the stored (rounded) y, 0 in the padding
+    KEY_POS, KEY_NEG,  # (N, B) int64 out: the mining's starting keys, no candidate yet
+    B, B_PAD, D, D_PAD, EPS,
+    NORMALIZE: tl.constexpr, ROUND_TF32: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < B
+    dims = tl.arange(0, BLOCK_D)
+    first_col = slice_id * D
+    inv = _inverse_norm(tl.load(NORMS + slice_id * B + rows, mask=row_ok, other=1.0), EPS, NORMALIZE)
     sq_y = tl.zeros((BLOCK_R,), tl.float32)
     out_rows = (slice_id * B_PAD + rows).to(tl.int64) * D_PAD
     for k in range(0, D_PAD, BLOCK_D):
         dim_ok = k + dims < D
         x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
-        centre = tl.load(CENTRE + slice_id * D + k + dims, mask=dim_ok, other=0.0)
+        centre = tl.load(CENTRE_SUM + slice_id * D + k + dims, mask=dim_ok, other=0.0) / B
         y = tl.where(row_ok[:, None] & dim_ok[None, :], x * inv[:, None] - centre[None, :], 0.0)
-        y = y.to(Y.dtype.element_ty)
+        if ROUND_TF32:  # the tensor cores then multiply exactly these values
+            y = _round_to_tf32(y)
+        y = y.to(Y.dtype.element_ty)  # bf16 mining copy: round to nearest even
         tl.store(Y + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
         y = y.to(tl.float32)
         sq_y += tl.sum(y * y, axis=1)
     tl.store(SQ + slice_id * B_PAD + rows, sq_y)
-    tl.store(NORMS + slice_id * B + rows, norm, mask=row_ok)
+    tl.store(KEY_POS + slice_id * B + rows, tl.full((BLOCK_R,), NO_POSITIVE, tl.int64), mask=row_ok)
+    tl.store(KEY_NEG + slice_id * B + rows, tl.full((BLOCK_R,), NO_NEGATIVE, tl.int64), mask=row_ok)
+
+
+# Mined candidates are kept as int64 keys, so that one atomic max (positives) or min
+# (negatives) merges a tile's candidates into an anchor's best, ties to the lowest index:
+# high 32 bits the score as an order-preserving int, low 32 bits the index (positives:
+# 2³² − 1 − index, so that the lower index is the larger key).
+NO_POSITIVE = tl.constexpr(-(2**63))  # below every key: no positive seen
+NO_NEGATIVE = tl.constexpr(2**63 - 1)  # above every key: no negative seen
+
+
+@triton.jit
+def _score_key(score, index, LARGEST: tl.constexpr):
+    bits = score.to(tl.int32, bitcast=True)
+    ordered = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # fp32 order as signed int
+    if LARGEST:
+        return (ordered << 32) | (4294967295 - index.to(tl.int64))
+    else:
+        return (ordered << 32) | index.to(tl.int64)
+
+
+@triton.jit
+def _offer(KEYS, anchors, anchor_ok, scores, first, LARGEST: tl.constexpr, AXIS: tl.constexpr):
+    """Reduce a (rows, cols) score tile along AXIS (candidates) and merge each anchor's best
+    into KEYS atomically; candidates are numbered from `first`; ties to the lowest index."""
+    if LARGEST:
+        best, arg = tl.max(scores, axis=AXIS, return_indices=True, return_indices_tie_break_left=True)
+        found = best > float("-inf")
+        tl.atomic_max(KEYS + anchors, _score_key(best, first + arg, True), mask=anchor_ok & found, sem="relaxed")
+    else:
+        best, arg = tl.min(scores, axis=AXIS, return_indices=True, return_indices_tie_break_left=True)
+        found = best < float("inf")
+        tl.atomic_min(KEYS + anchors, _score_key(best, first + arg, False), mask=anchor_ok & found, sem="relaxed")
 
 
 @triton.jit
@@ -121,85 +210,74 @@ def _mine_kernel(
     Y,  # (N, B_pad, D_pad) mining copy from the pre-pass
     SQ,  # (N, B_pad) fp32 ‖y‖²
     LABELS, stride_label,  # (B,) int32 or int64, any stride
-    PART_POS, PART_NEG,  # (S, N, B) fp32 out: best score of each column split
-    PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) int32 out: its column, -1 where none
+    KEY_POS, KEY_NEG,  # (N, B) int64, set to NO_POSITIVE / NO_NEGATIVE by the pre-pass; merged
     B, B_PAD, D_PAD,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    # Distances are symmetric: one program per tile (i, j) with i ≤ j serves the anchors of
+    # block i by its rows and, off the diagonal, those of block j by its columns.
+    tile = tl.program_id(0)
     slice_id = tl.program_id(1)
-    split = tl.program_id(2)
-    num_splits = tl.num_programs(2)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    j = ((tl.sqrt(8.0 * tile.to(tl.float32) + 1.0) - 1.0) * 0.5).to(tl.int32)
+    j = tl.where(j * (j + 1) // 2 > tile, j - 1, j)  # exact despite the float square root
+    j = tl.where((j + 1) * (j + 2) // 2 <= tile, j + 1, j)
+    i = tile - j * (j + 1) // 2
+    rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = j * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < B
+    col_ok = cols < B
     ks = tl.arange(0, BLOCK_K)
-    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
     slice_base = Y + slice_id.to(tl.int64) * B_PAD * D_PAD
     a_ptrs = slice_base + rows.to(tl.int64)[:, None] * D_PAD + ks[None, :]
-
-    # This split's share of the column tiles (the last splits may get none).
-    col_tiles = tl.cdiv(B, BLOCK_N)
-    tiles_per_split = tl.cdiv(col_tiles, num_splits)
-    col_begin = split * tiles_per_split * BLOCK_N
-    col_end = tl.minimum(col_begin + tiles_per_split * BLOCK_N, B)
-
-    best_pos = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    best_neg = tl.full((BLOCK_M,), float("inf"), tl.float32)
-    pos_idx = tl.full((BLOCK_M,), -1, tl.int32)
-    neg_idx = tl.full((BLOCK_M,), -1, tl.int32)
-    for start in range(col_begin, col_end, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
-        dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-        # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
-        for k in range(0, D_PAD, BLOCK_K):
-            a = tl.load(a_ptrs + k)
-            b = tl.load(b_ptrs + k)
-            if UPCAST:  # exact: products of bf16 values are exact in fp32
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
+    b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
+    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
+    for k in range(0, D_PAD, BLOCK_K):
+        a = tl.load(a_ptrs + k)
+        b = tl.load(b_ptrs + k)
+        if INTERPRETED:
+            # Triton's interpreter multiplies the bit patterns of bf16 operands (upcast:
+            # products of bf16 values are exact in fp32), and its tl.dot is numpy's GEMM,
+            # which rounds identical rows differently: sum each product the same way
+            # instead, as a tensor core does, so that coincident points score the same.
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
+        else:
             dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
-        col_ok = cols < B
-        sq_b = tl.load(SQ + slice_id * B_PAD + cols)
-        labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
-        # Padded columns score -inf as positives and +inf as negatives: never chosen.
-        score_pos = tl.where(col_ok, sq_b, float("-inf"))[None, :] - 2.0 * dot
-        score_neg = tl.where(col_ok, sq_b, float("inf"))[None, :] - 2.0 * dot
-        same = labels_a[:, None] == labels_b[None, :]
-        score_pos = tl.where(same & (rows[:, None] != cols[None, :]), score_pos, float("-inf"))
-        score_neg = tl.where(same, float("inf"), score_neg)
-        # One value-and-index reduction per side; ties go to the lowest column.
-        tile_max, arg_max = tl.max(score_pos, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        tile_min, arg_min = tl.min(score_neg, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        better = tile_max > best_pos  # strict: an earlier (lower) column wins a tie across tiles
-        best_pos = tl.where(better, tile_max, best_pos)
-        pos_idx = tl.where(better, start + arg_max, pos_idx)
-        better = tile_min < best_neg
-        best_neg = tl.where(better, tile_min, best_neg)
-        neg_idx = tl.where(better, start + arg_min, neg_idx)
 
-    out = (split * tl.num_programs(1) + slice_id) * B + rows
-    tl.store(PART_POS + out, best_pos, mask=row_ok)
-    tl.store(PART_NEG + out, best_neg, mask=row_ok)
-    tl.store(PART_POS_IDX + out, pos_idx, mask=row_ok)
-    tl.store(PART_NEG_IDX + out, neg_idx, mask=row_ok)
+    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
+    labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
+    same = labels_a[:, None] == labels_b[None, :]
+    is_pos = same & (rows[:, None] != cols[None, :]) & row_ok[:, None] & col_ok[None, :]
+    is_neg = ~same & row_ok[:, None] & col_ok[None, :]
+    keys = slice_id * B
+    # Anchors of block i (rows) score their candidates b by ‖y_b‖² − 2·y_a·y_b …
+    sq_b = tl.load(SQ + slice_id * B_PAD + cols)
+    score = sq_b[None, :] - 2.0 * dot
+    _offer(KEY_POS, keys + rows, row_ok, tl.where(is_pos, score, float("-inf")), j * BLOCK_N, True, 1)
+    _offer(KEY_NEG, keys + rows, row_ok, tl.where(is_neg, score, float("inf")), j * BLOCK_N, False, 1)
+    # … and anchors of block j (columns) score theirs by ‖y_a‖² − 2·y_a·y_b.
+    if i != j:
+        sq_a = tl.load(SQ + slice_id * B_PAD + rows)
+        score = sq_a[:, None] - 2.0 * dot
+        _offer(KEY_POS, keys + cols, col_ok, tl.where(is_pos, score, float("-inf")), i * BLOCK_M, True, 0)
+        _offer(KEY_NEG, keys + cols, col_ok, tl.where(is_neg, score, float("inf")), i * BLOCK_M, False, 0)
 
 
-# NUM_SPLITS stays a runtime int even when 1: Triton 3.6 fails to build the specialised
-# (loop-free) variant ("arith.select" layout mismatch in make_ttgir).
-@triton.jit(do_not_specialize=["NUM_SPLITS"])
+@triton.jit
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
-    PART_POS, PART_NEG, PART_POS_IDX, PART_NEG_IDX,  # (S, N, B) from the mining
+    KEY_POS, KEY_NEG,  # (N, B) int64 from the mining
     NORMS,  # (N, B) fp32 ‖x‖
-    MARGINS,  # (N,) fp32
-    POS, NEG,  # (N, B) int32 out: hardest positive / negative, -1 where no triplet
+    MARGINS,  # (N,) fp32 or fp64
+    POS, NEG,  # (N, B) int64 out: hardest positive / negative, -1 where no triplet
     DIST,  # (3, N, B) fp32 out: d(a,p*), d(a,n*), d(p*,n*)
     SUMS,  # (N,) fp32 accumulated: Σ hinge terms per slice
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
     COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
-    B, D, NUM_SPLITS, EPS,
+    B, D, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -209,24 +287,10 @@ def _hinge_kernel(
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < B
     idx = slice_id * B + rows
-    # Merge the column splits in column order; strict comparisons keep the lowest index.
-    best_pos = tl.full((BLOCK_R,), float("-inf"), tl.float32)
-    best_neg = tl.full((BLOCK_R,), float("inf"), tl.float32)
-    pos_idx = tl.full((BLOCK_R,), -1, tl.int32)
-    neg_idx = tl.full((BLOCK_R,), -1, tl.int32)
-    for split in range(0, NUM_SPLITS):
-        part = split * num_slices * B + idx
-        value = tl.load(PART_POS + part, mask=row_ok, other=float("-inf"))
-        arg = tl.load(PART_POS_IDX + part, mask=row_ok, other=-1)
-        better = value > best_pos
-        best_pos = tl.where(better, value, best_pos)
-        pos_idx = tl.where(better, arg, pos_idx)
-        value = tl.load(PART_NEG + part, mask=row_ok, other=float("inf"))
-        arg = tl.load(PART_NEG_IDX + part, mask=row_ok, other=-1)
-        better = value < best_neg
-        best_neg = tl.where(better, value, best_neg)
-        neg_idx = tl.where(better, arg, neg_idx)
-
+    key_pos = tl.load(KEY_POS + idx, mask=row_ok, other=NO_POSITIVE)
+    key_neg = tl.load(KEY_NEG + idx, mask=row_ok, other=NO_NEGATIVE)
+    pos_idx = tl.where(key_pos != NO_POSITIVE, 4294967295 - (key_pos & 4294967295), -1).to(tl.int32)
+    neg_idx = tl.where(key_neg != NO_NEGATIVE, key_neg & 4294967295, -1).to(tl.int32)
     valid = row_ok & (pos_idx >= 0) & (neg_idx >= 0)
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
@@ -253,7 +317,7 @@ def _hinge_kernel(
     d_an = tl.sqrt(sq_an)
     d_pn = tl.sqrt(sq_pn)
 
-    margin = tl.load(MARGINS + slice_id)
+    margin = tl.load(MARGINS + slice_id).to(tl.float32)
     hinge_an = tl.where(valid, tl.maximum(d_ap - d_an + margin, 0.0), 0.0)
     total = tl.sum(hinge_an, axis=0)
     active = tl.sum((hinge_an > 0).to(tl.int32), axis=0)
@@ -262,8 +326,8 @@ def _hinge_kernel(
         total += tl.sum(hinge_pn, axis=0)
         active += tl.sum((hinge_pn > 0).to(tl.int32), axis=0)
 
-    tl.store(POS + idx, tl.where(valid, pos_idx, -1), mask=row_ok)
-    tl.store(NEG + idx, tl.where(valid, neg_idx, -1), mask=row_ok)
+    tl.store(POS + idx, tl.where(valid, pos_idx, -1).to(tl.int64), mask=row_ok)
+    tl.store(NEG + idx, tl.where(valid, neg_idx, -1).to(tl.int64), mask=row_ok)
     tl.store(DIST + idx, d_ap, mask=row_ok)
     tl.store(DIST + num_slices * B + idx, d_an, mask=row_ok)
     tl.store(DIST + 2 * num_slices * B + idx, d_pn, mask=row_ok)
@@ -274,13 +338,36 @@ def _hinge_kernel(
 
 
 @triton.jit
+def _finish_kernel(
+    SUMS, ACTIVE, COUNT, BAD,  # from the stats and hinge kernels (see there)
+    WEIGHTS,  # (N,) fp32 or fp64 w_i
+    LOSS,  # () fp32 out: λ·Σ_i w_i·loss_i, NaN when an input row is not finite
+    SLICE_LOSSES,  # (N,) fp32 out: loss_i = Σ hinge terms / (K · terms per anchor)
+    ACTIVE_OUT, COUNT_OUT,  # (N,) and () int64 out: the diagnostics, ready to read
+    N, LAM, TERMS,
+    BLOCK: tl.constexpr,
+):
+    i = tl.arange(0, BLOCK)
+    ok = i < N
+    count = tl.load(COUNT)
+    slice_loss = tl.load(SUMS + i, mask=ok, other=0.0) / (tl.maximum(count, 1) * TERMS).to(tl.float32)
+    slice_loss = tl.where(tl.load(BAD) > 0, float("nan"), slice_loss)
+    weights = tl.load(WEIGHTS + i, mask=ok, other=0.0).to(tl.float32)
+    tl.store(LOSS, LAM * tl.sum(tl.where(ok, weights * slice_loss, 0.0), axis=0))
+    tl.store(SLICE_LOSSES + i, slice_loss, mask=ok)
+    tl.store(ACTIVE_OUT + i, tl.load(ACTIVE + i, mask=ok, other=0).to(tl.int64), mask=ok)
+    tl.store(COUNT_OUT, count.to(tl.int64))
+
+
+@triton.jit
 def _backward_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
     GRAD,  # (B, N·d) fp32 contiguous, zero-initialised; accumulated
     POS, NEG, DIST, NORMS, MARGINS,  # saved by the forward (see there)
-    WEIGHTS,  # (N,) fp32 w_i
-    GRAD_OUT,  # (1,) fp32 upstream gradient of the scalar loss
+    WEIGHTS,  # (N,) w_i
+    GRAD_OUT,  # () upstream gradient of the scalar loss
     COUNT,  # (1,) int32 K
+    BAD,  # (1,) int32: non-finite input rows; then the whole gradient is NaN
     SCALE,  # λ / terms per anchor (1 traditional, 2 dual)
     B, D, EPS,
     DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
@@ -303,10 +390,11 @@ def _backward_kernel(
     d_an = tl.load(DIST + num_slices * B + idx, mask=valid, other=0.0)
     d_pn = tl.load(DIST + 2 * num_slices * B + idx, mask=valid, other=0.0)
 
+    poison = tl.load(BAD) > 0
     # dLoss/d(hinge term) for an active term: grad_out · λ · w_i / (K · terms per anchor).
     count = tl.maximum(tl.load(COUNT), 1).to(tl.float32)
-    coef = tl.load(GRAD_OUT) * SCALE * tl.load(WEIGHTS + slice_id) / count
-    margin = tl.load(MARGINS + slice_id)
+    coef = tl.load(GRAD_OUT).to(tl.float32) * SCALE * tl.load(WEIGHTS + slice_id).to(tl.float32) / count
+    margin = tl.load(MARGINS + slice_id).to(tl.float32)
     active_an = valid & (d_ap - d_an + margin > 0)
     g_ap = tl.where(active_an, coef, 0.0)
     g_an = tl.where(active_an, -coef, 0.0)
@@ -367,8 +455,12 @@ def _backward_kernel(
             grad_p = (grad_p - xp * proj_p[:, None]) * inv_p[:, None]
             grad_n = (grad_n - xn * proj_n[:, None]) * inv_n[:, None]
         mask = touched[:, None] & dim_ok[None, :]
+        # Non-finite input: every program poisons its own rows of its slice (the whole
+        # gradient), so that the step is visibly bad (a GradScaler skips it).
+        grad_a = tl.where(poison, float("nan"), grad_a)
+        mask_a = (touched | (row_ok & poison))[:, None] & dim_ok[None, :]
         # Relaxed: only the sums matter, not their order against other memory operations.
-        tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask, sem="relaxed")
+        tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask_a, sem="relaxed")
         tl.atomic_add(GRAD + p.to(tl.int64)[:, None] * width + cols[None, :], grad_p, mask=mask, sem="relaxed")
         tl.atomic_add(GRAD + n.to(tl.int64)[:, None] * width + cols[None, :], grad_n, mask=mask, sem="relaxed")
 
@@ -386,19 +478,20 @@ class LaunchConfig:
 
 
 def mining_configs(precision: str) -> list[LaunchConfig]:
-    """Mining tiles the launcher may use for `precision`: anchor tile 128 rows, 8 warps,
-    K in 32-wide (tf32) or 64-wide (bf16) steps, pipelined over num_stages ≥ 2.
+    """Mining tiles the launcher may use for `precision`: square tiles (block_n = block_m, a
+    tile serves anchors by its rows and by its columns), K in 32-wide (tf32) or 64-wide
+    (bf16) steps, pipelined over num_stages ≥ 2.
 
     Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py);
     on a GPU the launcher autotunes among them per batch size, under the interpreter it
-    takes the first. Wider column tiles (128×256) spill.
+    takes the first.
     """
     block_k = 64 if precision == "bf16" else 32
     if precision == "tf32x3":  # three products per step: more live registers
-        return [LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k)]
+        return [LaunchConfig(64, 0, 4, 2, block_n=64, block_k=block_k)]
     return [
         LaunchConfig(128, 0, 8, 3, block_n=128, block_k=block_k),
-        LaunchConfig(128, 0, 8, 2, block_n=64, block_k=block_k),
+        LaunchConfig(64, 0, 4, 3, block_n=64, block_k=block_k),
     ]
 
 
@@ -434,20 +527,17 @@ def _autotuned(precision: str):
 MINE = {precision: _autotuned(precision) for precision in PRECISIONS}
 
 
-@functools.cache
-def _multiprocessors(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+def _device_guard(device: torch.device):
+    """Launch on the tensors' device, not on the current one (a process may drive several GPUs)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def column_splits(batch: int, num_slices: int, device: torch.device, block_m: int = 128, block_n: int = 64) -> int:
-    """Column splits of the mining grid: enough programs for two waves of the GPU's SMs."""
-    programs = triton.cdiv(batch, block_m) * num_slices
-    want = triton.cdiv(2 * _multiprocessors(device), programs)
-    return max(1, min(want, triton.cdiv(batch, block_n)))
+def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
+    """The forward's launches: one zero-fill, then stats, pre-pass, mining, hinge and finish.
 
-
-def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
-    """Run pre-pass, mining and hinge; returns the saved buffers and per-slice sums."""
+    Returns (loss, slice_losses, diagnostics, saved) where diagnostics is one int64 buffer
+    holding pos (N, B), neg (N, B), num_active (N,) and K, and saved what backward needs.
+    """
     batch = x.shape[0]
     num_slices = margins.numel()
     device = x.device
@@ -455,72 +545,72 @@ def _launch_forward(x, labels, margins, slice_dim, dual, normalize, precision):
     block_k = mining_configs(precision)[0].block_k
     d_pad = triton.cdiv(slice_dim, block_k) * block_k
     b_pad = triton.cdiv(batch, ROW_PAD) * ROW_PAD
+    f32, i32 = torch.float32, torch.int32
 
-    # Centre c of each slice: the batch mean of x̂ (no host sync; any c gives the same distances).
-    slices = x.reshape(batch, num_slices, slice_dim).float()
-    if normalize:
-        inv = 1.0 / torch.linalg.vector_norm(slices, dim=2).clamp_min(NORMALIZE_EPS)
-        centre = torch.einsum("bn,bnd->nd", inv, slices) / batch
-    else:
-        centre = slices.mean(0)
+    # One zero-filled int32 workspace for every accumulator (0 bits are 0.0 in fp32 too):
+    # centre sums (N·d) | non-finite rows (1) | hinge sums (N) | active terms (N) | K (1).
+    work = torch.zeros(num_slices * slice_dim + 2 * num_slices + 2, dtype=i32, device=device)
+    centre_sum = work[: num_slices * slice_dim].view(f32)
+    rest = work[num_slices * slice_dim :]
+    bad, sums, active, count = rest[:1], rest[1 : 1 + num_slices].view(f32), rest[1 + num_slices : -1], rest[-1:]
 
+    norms = torch.empty(num_slices, batch, dtype=f32, device=device)
     mining = torch.empty(num_slices, b_pad, d_pad, dtype=mining_dtype, device=device)
-    sq = torch.empty(num_slices, b_pad, dtype=torch.float32, device=device)
-    norms = torch.empty(num_slices, batch, dtype=torch.float32, device=device)
+    sq = torch.empty(num_slices, b_pad, dtype=f32, device=device)
+    keys = torch.empty(2, num_slices, batch, dtype=torch.int64, device=device)  # set by the pre-pass
+    diagnostics = torch.empty(2 * num_slices * batch + num_slices + 1, dtype=torch.int64, device=device)
+    pos, neg = diagnostics[: num_slices * batch], diagnostics[num_slices * batch : 2 * num_slices * batch]
+    dist = torch.empty(3, num_slices, batch, dtype=f32, device=device)
+    losses = torch.empty(num_slices + 1, dtype=f32, device=device)  # slice losses, then the loss
+
     cfg = prepare_config(slice_dim)
-    _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
-        x, x.stride(0), x.stride(1), centre.contiguous(), mining, norms, sq,
-        batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
-        NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    with _device_guard(device):
+        _stats_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
+            x, x.stride(0), x.stride(1), norms, centre_sum, bad, batch, slice_dim, NORMALIZE_EPS,
+            NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        _prepare_kernel[(b_pad // cfg.block_m, num_slices)](
+            x, x.stride(0), x.stride(1), norms, centre_sum, mining, sq, keys[0], keys[1],
+            batch, b_pad, slice_dim, d_pad, NORMALIZE_EPS,
+            NORMALIZE=normalize, ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        def grid(meta):  # the tiles (i, j), i ≤ j, of each slice
+            blocks = triton.cdiv(batch, meta["BLOCK_M"])
+            return (blocks * (blocks + 1) // 2, num_slices)
 
-    splits = column_splits(batch, num_slices, device)
-    part_pos = torch.empty(splits, num_slices, batch, dtype=torch.float32, device=device)
-    part_neg = torch.empty_like(part_pos)
-    part_pos_idx = torch.empty(splits, num_slices, batch, dtype=torch.int32, device=device)
-    part_neg_idx = torch.empty_like(part_pos_idx)
-    grid = lambda meta: (triton.cdiv(batch, meta["BLOCK_M"]), num_slices, splits)  # noqa: E731
-    MINE[precision][grid](
-        mining, sq, labels, labels.stride(0), part_pos, part_neg, part_pos_idx, part_neg_idx,
-        batch, b_pad, d_pad, PRECISION=dot_precision,
-        # Triton's interpreter multiplies the bit patterns of bf16 operands: upcast there only.
-        UPCAST=INTERPRET and mining_dtype == torch.bfloat16,
-    )
-    del mining, sq  # the mining copy is not kept for backward
-
-    pos = torch.empty(num_slices, batch, dtype=torch.int32, device=device)
-    neg = torch.empty_like(pos)
-    dist = torch.empty(3, num_slices, batch, dtype=torch.float32, device=device)
-    sums = torch.zeros(num_slices, dtype=torch.float32, device=device)
-    active = torch.zeros(num_slices, dtype=torch.int32, device=device)
-    count = torch.zeros(1, dtype=torch.int32, device=device)
-    cfg = hinge_config(slice_dim)
-    _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
-        x, x.stride(0), x.stride(1), part_pos, part_neg, part_pos_idx, part_neg_idx, norms, margins,
-        pos, neg, dist, sums, active, count, batch, slice_dim, splits, NORMALIZE_EPS,
-        DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    return pos, neg, dist, norms, sums, active, count, centre
+        MINE[precision][grid](
+            mining, sq, labels, labels.stride(0), keys[0], keys[1],
+            batch, b_pad, d_pad, PRECISION=dot_precision, INTERPRETED=INTERPRET,
+        )
+        cfg = hinge_config(slice_dim)
+        _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
+            x, x.stride(0), x.stride(1), keys[0], keys[1], norms, margins,
+            pos, neg, dist, sums, active, count, batch, slice_dim, NORMALIZE_EPS,
+            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+        _finish_kernel[(1,)](
+            sums, active, count, bad, weights, losses[num_slices:], losses[:num_slices],
+            diagnostics[2 * num_slices * batch : -1], diagnostics[-1:], num_slices, lam, 2 if dual else 1,
+            BLOCK=max(16, triton.next_power_of_2(num_slices)), num_warps=1,
+        )
+    # The mining copy and the keys are freed here: not kept for backward.
+    saved = (pos.view(num_slices, batch), neg.view(num_slices, batch), dist, norms, count, bad)
+    return losses[num_slices], losses[:num_slices], diagnostics, saved
 
 
 class _TripletLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
-        margins = margins.to(torch.float32)
-        pos, neg, dist, norms, sums, active, count, centre = _launch_forward(
-            embeddings, labels, margins, slice_dim, dual, normalize, precision)
-        terms = 2 if dual else 1
-        slice_losses = sums / (count.clamp_min(1) * terms)
-        weights = weights.to(torch.float32)
-        # A non-finite embedding makes the batch mean non-finite: the loss becomes NaN
-        # (0·inf = NaN) without a host synchronisation.
-        loss = lam * (weights * slice_losses).sum() + 0.0 * centre.sum()
-        ctx.save_for_backward(embeddings, pos, neg, dist, norms, margins, weights, count)
-        ctx.config = (lam / terms, slice_dim, dual, normalize)
-        ctx.mark_non_differentiable(slice_losses, pos, neg, active, count)
-        return loss, slice_losses, pos, neg, active, count
+        loss, slice_losses, diagnostics, saved = _launch_forward(
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision)
+        ctx.save_for_backward(embeddings, margins, weights, *saved)
+        ctx.config = (lam / (2 if dual else 1), slice_dim, dual, normalize)
+        ctx.mark_non_differentiable(slice_losses, diagnostics)
+        ctx.set_materialize_grads(False)  # no zero gradients made for the diagnostics
+        return loss, slice_losses, diagnostics
 
     @staticmethod
     def backward(ctx, grad_loss, *_):
@@ -529,19 +619,22 @@ class _TripletLossFunction(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("the triton backend's loss is differentiable once: create_graph=True is not "
                                "supported (use backend='torch' for higher derivatives)")
-        embeddings, pos, neg, dist, norms, margins, weights, count = ctx.saved_tensors
+        if grad_loss is None:
+            return (None,) * 9
+        embeddings, margins, weights, pos, neg, dist, norms, count, bad = ctx.saved_tensors
         scale, slice_dim, dual, normalize = ctx.config
         batch, width = embeddings.shape
+        # fp32 accumulation buffer; for half-precision input a (B, N·d) fp32 temporary.
         grad = torch.zeros(batch, width, dtype=torch.float32, device=embeddings.device)
         cfg = backward_config(slice_dim)
-        _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
-            embeddings, embeddings.stride(0), embeddings.stride(1), grad,
-            pos, neg, dist, norms, margins, weights,
-            grad_loss.reshape(1).to(torch.float32), count, scale,
-            batch, slice_dim, NORMALIZE_EPS,
-            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        )
+        with _device_guard(embeddings.device):
+            _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
+                embeddings, embeddings.stride(0), embeddings.stride(1), grad,
+                pos, neg, dist, norms, margins, weights, grad_loss, count, bad, scale,
+                batch, slice_dim, NORMALIZE_EPS,
+                DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            )
         return grad.to(embeddings.dtype), None, None, None, None, None, None, None, None
 
 
@@ -560,23 +653,33 @@ def triton_triplet_loss(
     """Fused multi-threshold triplet loss. Same contract as muldml.backend_torch.torch_triplet_loss.
 
     embeddings: (B, N·d) fp32/fp16/bf16 (fp64 is computed in fp32); labels: (B,) int of
-    any stride; margins, weights: (N,) on the embeddings' device. precision: mining
-    precision, "tf32", "tf32x3" or "bf16" (see the module notes). No host synchronisation:
-    with margins and weights already on the device the call can be captured in a CUDA graph.
+    any stride; margins, weights: (N,) fp32 or fp64 on the embeddings' device. precision:
+    mining precision, "tf32", "tf32x3" or "bf16" (see the module notes). Launches run on
+    the embeddings' device whatever the current CUDA device. No host synchronisation and
+    no host-to-device copy: the call can be captured in a CUDA graph. Forward + backward is
+    8 launches for fp32 input (int32/int64 labels); a cast more for half or fp64 input.
+    Non-finite input (or a slice whose squared norm overflows fp32) gives a NaN loss and
+    slice losses and an all-NaN gradient: it is not refused, since checking would
+    synchronise (muldml.losses refuses it where check_finite is on).
     Twice differentiating (create_graph=True) raises.
     Raises KeyError for an unknown precision (muldml.losses checks it first).
     """
     if labels.dtype not in (torch.int32, torch.int64):
         labels = labels.to(torch.int32)
-    loss, slice_losses, pos, neg, active, count = _TripletLossFunction.apply(
-        embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
-    )
+    # The kernels never see autocast; nothing around them is autocast either: mining is
+    # `precision` alone, whatever the caller's autocast state.
+    with torch.autocast(embeddings.device.type, enabled=False):
+        loss, slice_losses, diagnostics = _TripletLossFunction.apply(
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
+        )
+    num_slices, batch = margins.numel(), embeddings.shape[0]
+    pos_neg = diagnostics[: 2 * num_slices * batch].view(2, num_slices, batch)
     return TripletLossOutput(
         loss=loss.to(embeddings.dtype) if embeddings.dtype == torch.float64 else loss,
         slice_losses=slice_losses,
-        pos_idx=pos.long(),
-        neg_idx=neg.long(),
-        num_active=active.long(),
-        num_triplets=count[0].long(),
+        pos_idx=pos_neg[0],
+        neg_idx=pos_neg[1],
+        num_active=diagnostics[2 * num_slices * batch : -1],
+        num_triplets=diagnostics[-1],
         dual=dual,
     )

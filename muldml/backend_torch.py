@@ -48,8 +48,16 @@ def mine_batch_hard(
     positive (negative) are meaningless and must be masked by the caller.
     Squared distances are formed block by block; the matrix is symmetric, so each
     off-diagonal block is computed once and reduced along both axes (half the matmuls).
-    Ties go to the lowest index.
+    Ties go to the lowest index. Autocast is off inside: the products run in the slices'
+    dtype (fp32 for half input, which is upcast), whatever the caller's autocast state.
     """
+    if slices.dtype in (torch.float16, torch.bfloat16):
+        slices = slices.float()
+    with torch.autocast(slices.device.type, enabled=False):
+        return _mine_blocks(slices, labels, chunk_elements)
+
+
+def _mine_blocks(slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     num_slices, batch, _ = slices.shape
     if chunk_elements is None:
         chunk_elements = GPU_MINING_CHUNK_ELEMENTS if slices.is_cuda else MINING_CHUNK_ELEMENTS
@@ -96,8 +104,14 @@ def torch_triplet_loss(
     """Multi-threshold batch-hard (dual) triplet loss, vectorised over slices.
 
     embeddings: (B, N·d) float; labels: (B,) int; margins, weights: (N,).
-    Half-precision input is computed in float32.
+    Half-precision input is computed in float32, and autocast is off inside: under
+    torch.autocast the loss and its mining still run in float32 (fp64 input in fp64).
     """
+    with torch.autocast(embeddings.device.type, enabled=False):
+        return _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize)
+
+
+def _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize) -> TripletLossOutput:
     batch = embeddings.shape[0]
     num_slices = margins.numel()
     x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings

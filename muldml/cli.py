@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import muldml
 from muldml.config import PRESETS, Config, Runtime, preset_config, read_config_file, split_settings
 from muldml.errors import UserError
 
@@ -98,10 +99,13 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
     return Runtime.from_dict(values | cli)
 
 
-def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | None = None):
+def load_samples(data: str, subject_regex: str | None, classes: Sequence[str] | None = None, out: str | None = None):
+    """The samples of folder ``data``; ``out``, the command's output folder, is never read as data."""
+    from muldml.data.files import leaving_out
     from muldml.data.folder import scan_folder
 
-    return scan_folder(data, classes, subject_regex)
+    with leaving_out(out):
+        return scan_folder(data, classes, subject_regex)
 
 
 def split_train_val(samples, cfg: Config, image_level: bool = False):
@@ -137,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.preset)
     runtime = runtime_from_args(args)
-    samples, classes = load_samples(args.data, args.subject_regex)
+    samples, classes = load_samples(args.data, args.subject_regex, out=args.out)
     cfg.classes = classes
     train_samples, val_samples = split_train_val(samples, cfg, args.image_level_split)
     note = image_level_note(samples, args.image_level_split)
@@ -163,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     state = load_checkpoint(args.checkpoint)
     runtime = runtime_from_args(args)
-    samples, _ = load_samples(args.data, args.subject_regex, state["config"]["classes"])
+    samples, _ = load_samples(args.data, args.subject_regex, state["config"]["classes"], args.out)
     samples = originals(samples)
     if args.split:
         samples = [s for s in samples if s.split == args.split]
@@ -172,13 +176,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(args.out) if args.out else (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "evaluation"
     result = evaluate(state, samples, out, device=runtime.device, history=[], num_workers=runtime.workers,
-                      title=f"{state['config']['preset']} on {args.data}", progress=not args.quiet)
-    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(samples)} images  "
-          f"({result.report})")
+                      title=f"{state['config']['preset']} on {args.data}", progress=not args.quiet, tta=args.tta)
+    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(samples)} images, "
+          f"test-time augmentation {args.tta}  ({result.report})")
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from muldml.data.files import leaving_out
     from muldml.data.sources import load_source
     from muldml.prepare import PAPER_ROTATIONS, prepare
 
@@ -186,7 +191,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                "include_neutral": args.include_neutral or None, "aligned": False if args.raf_original else None}
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        source = load_source(args.dataset, args.src, **options)
+        with leaving_out(args.out):  # never read back what an earlier run wrote
+            source = load_source(args.dataset, args.src, **options)
     except TypeError as e:
         raise UserError(f"an option given does not apply to dataset {args.dataset!r} ({e})") from None
     rotations = PAPER_ROTATIONS if args.rotations is None else tuple(int(a) for a in args.rotations.split(",") if a)
@@ -202,7 +208,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.preset)
     runtime = runtime_from_args(args)
-    samples, classes = load_samples(args.data, args.subject_regex)
+    samples, classes = load_samples(args.data, args.subject_regex, out=args.out)
     cfg.classes = classes
     summary = cross_validate(cfg, samples, args.out, folds=args.folds, progress=not args.quiet, runtime=runtime,
                              image_level=args.image_level_split)
@@ -241,6 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="muldml", description="Multi-threshold deep metric learning for facial expression recognition.")
+    parser.add_argument("--version", action="version", version=f"muldml {muldml.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a preset on an image folder")
@@ -255,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="report folder parent (default: the run folder)")
     evaluate.add_argument("--subject-regex")
     evaluate.add_argument("--quiet", action="store_true")
+    from muldml.inference import TTA_MODES
+
+    evaluate.add_argument("--tta", choices=TTA_MODES, default="none",
+                          help="test-time augmentation: none (centre crop), flip (and its mirror) or ten-crop "
+                               "(corners, centre and their mirrors), class probabilities averaged (default none)")
     add_runtime_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 

@@ -224,7 +224,7 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "hist_hidden": (1, math.inf, True, False),
     "cosine_scale": (0, math.inf, False, False),
     "num_workers": (0, math.inf, True, False),
-    "grad_cache": (1, math.inf, True, False),
+    "grad_cache": (2, math.inf, True, False),  # a chunk of one image breaks BatchNorm in train mode
 }
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 

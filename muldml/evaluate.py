@@ -20,9 +20,8 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.config import Config
-from muldml.data.augment import eval_transform
 from muldml.data.folder import FaceDataset, Sample
-from muldml.model import MulDMLNet, vote
+from muldml.model import MulDMLNet
 from muldml.plots import plot_confusion, plot_curves
 from muldml.regime import regime_section
 from muldml.report import Report
@@ -42,9 +41,13 @@ class Evaluation:
 def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config], samples: Sequence[Sample],
              out: str | Path | None = None, *, device: str | torch.device = "auto", title: str | None = None,
              history: Sequence[dict] | None = None, note: str | None = None, num_workers: int = 0,
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, tta: str = "none") -> Evaluation:
     """Evaluate a checkpoint (file, run folder, loaded state) or a (model, config) pair on
     `samples` (centre crop), and write a report into `out` when given.
+
+    tta: test-time augmentation, one of `muldml.inference.TTA_MODES` ("none": the centre
+    crop; "flip", "ten-crop": class probabilities averaged over views); metrics["tta"] and
+    the report say which.
 
     device: where to run ("auto", "cpu", "cuda:N"); nothing device-specific comes from the
     checkpoint. history: curves for the report; default the checkpoint's training history.
@@ -60,8 +63,9 @@ def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config],
         model, cfg = model_from_checkpoint(state)
         history = state.get("history") if history is None else history
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers)
+    predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers, tta=tta)
     metrics = compute_metrics([s.label for s in samples], predictions, cfg.classes)
+    metrics["tta"] = tta
     similarity = None
     if out is not None and cfg.num_slices > 1 and len(samples) > 1:
         from muldml.diversity import slice_cka
@@ -75,12 +79,18 @@ def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config],
 
 @torch.no_grad()
 def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: torch.device,
-            progress: bool = False, num_workers: int = 0) -> np.ndarray:
-    """(num_samples,) predicted class per sample, from the centre crop."""
-    loader = torch.utils.data.DataLoader(FaceDataset(samples, eval_transform(cfg.image_size, cfg.crop)),
-                                         batch_size=cfg.batch_size, num_workers=num_workers)
+            progress: bool = False, num_workers: int = 0, tta: str = "none") -> np.ndarray:
+    """(num_samples,) predicted class per sample, from the centre crop or, with test-time
+    augmentation, from class probabilities averaged over its views (`muldml.inference.classify_views`)."""
+    from muldml.inference import TTA_VIEWS, check_tta, classify_views, tta_transform
+
+    views = TTA_VIEWS[check_tta(tta)]
+    # Batches of images whose views together make about one configured batch.
+    loader = torch.utils.data.DataLoader(FaceDataset(samples, tta_transform(cfg.image_size, cfg.crop, tta)),
+                                         batch_size=max(1, cfg.batch_size // views), num_workers=num_workers)
     model.eval().to(device)
-    preds = [vote(model(images.to(device)).logits).cpu() for images, _ in tqdm(loader, disable=not progress, desc="evaluate")]
+    preds = [classify_views(model, images.to(device))[1].cpu()
+             for images, _ in tqdm(loader, disable=not progress, desc="evaluate")]
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
@@ -124,6 +134,7 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     if note:
         report.paragraph(f"**{note}**")
     report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.")
+    report.paragraph(f"Test-time augmentation: {metrics.get('tta', 'none')}.")
     report.table(["class", "recall"], [[c, "—" if r is None else f"{100 * r:.1f}%"]
                                        for c, r in metrics["per_class_recall"].items()])
     report.image("confusion matrix", "confusion.png")

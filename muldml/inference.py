@@ -5,13 +5,17 @@
     out = model.embed(aligned_faces)                      # (B, N·d) embedding, (B, N, d) slices
 
 Photos go the way ``muldml prepare`` takes training images: converted to 8-bit RGB by
-`muldml.prepare.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
+`muldml.data.images.to_rgb` (EXIF rotation, 16-bit, alpha, CMYK, palette), every face found by
 MTCNN (`muldml.data.faces.FaceDetector.detect_faces`), each aligned by
 `muldml.data.faces.align_face` at ``face_size`` (prepare's ``--size``, 236 by default as
 in the paper); with ``detect=False`` the image is taken as an aligned face and cut with
 `center_square`, as ``prepare --no-detect`` does. Crops are then classified with the
 evaluation transform (`muldml.data.augment.eval_transform`: resize, centre crop,
-normalise), exactly as evaluation reads a prepared folder.
+normalise), exactly as evaluation reads a prepared folder. Test-time augmentation
+(``tta``, `TTA_MODES`) averages the class probabilities over views of each face: the centre
+crop and its mirror image ("flip"), or the four corner and centre crops and their mirror
+images ("ten-crop"), as DAN and POSTER report; `tta_transform` and `classify_views` are the
+one place this happens, for predict and evaluate alike.
 
 Classes, image size, crop and the network's shape all come from the checkpoint; nothing
 device-specific is read from it.
@@ -28,9 +32,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from muldml.config import Config
-from muldml.data.augment import crop_size, eval_transform
+from muldml.data.augment import crop_box, crop_size, eval_transform
+from muldml.data.classes import canonical_label
+from muldml.data.images import to_rgb
 from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
 from muldml.training.distributed import resolve_device
@@ -41,6 +48,74 @@ FACE_SIZE = 236
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
+#: Test-time augmentation: views whose class probabilities are averaged (see `tta_views`).
+TTA_MODES = ("none", "flip", "ten-crop")
+TTA_VIEWS = {"none": 1, "flip": 2, "ten-crop": 10}
+
+
+def check_tta(tta: str) -> str:
+    """`tta` when it names a mode of `TTA_MODES`; raises UserError otherwise."""
+    if tta not in TTA_MODES:
+        raise UserError(f"unknown test-time augmentation {tta!r}; one of {', '.join(TTA_MODES)}")
+    return tta
+
+
+def tta_views(image: torch.Tensor, crop: int, tta: str = "none") -> torch.Tensor:
+    """The views of a resized, normalised image (..., 3, S, S) → (..., V, 3, crop, crop).
+
+    none: the centre crop (`muldml.data.augment.crop_box`, the evaluation crop; V = 1);
+    flip: it and its horizontal mirror (V = 2); ten-crop: torchvision's ``ten_crop`` — the
+    four corners, the centre and the mirror of each (V = 10; its centre box is rounded, so
+    for an odd S − crop it sits one pixel right/below the evaluation crop).
+    """
+    check_tta(tta)
+    if tta == "ten-crop":
+        return torch.stack(TF.ten_crop(image, [crop, crop]), dim=-4)
+    left, top, right, bottom = crop_box(image.shape[-1], image.shape[-2], crop, "center")
+    centre = image[..., top:bottom, left:right]
+    views = [centre, TF.horizontal_flip(centre)] if tta == "flip" else [centre]
+    return torch.stack(views, dim=-4)
+
+
+class TTAViews(torch.nn.Module):
+    """`tta_views` as a transform step (a module, so that loader workers can pickle it)."""
+
+    def __init__(self, crop: int, tta: str) -> None:
+        super().__init__()
+        self.crop, self.tta = crop, check_tta(tta)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return tta_views(image, self.crop, self.tta)
+
+
+def tta_transform(image_size: int, crop: int | None = None, tta: str = "none") -> v2.Compose:
+    """PIL image → (V, 3, crop, crop): resized to image_size², normalised, then its views
+    (`tta_views`). With "none" the one view equals `eval_transform`'s output exactly."""
+    crop = crop or crop_size(image_size)
+    # A crop of the whole image_size² is no crop: eval_transform's resize and normalisation only.
+    return v2.Compose([eval_transform(image_size, image_size), TTAViews(crop, tta)])
+
+
+@torch.no_grad()
+def classify_views(net: MulDMLNet, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Views (B, V, 3, H, W) → (probabilities (B, C), predicted class (B,), embedding (B, N·d)),
+    all float32 on the views' device.
+
+    Each view's softmax is averaged over the V views (for per-slice classifiers, per
+    slice; the probabilities are then the mean over slices and the class their majority
+    vote, `muldml.model.vote`). The embedding is the mean over views. With V = 1 this is
+    the plain forward pass: the class comes from the logits themselves.
+    """
+    b, v = views.shape[:2]
+    out = net(views.flatten(0, 1))
+    logits = out.logits.float()
+    embedding = out.embedding.float().unflatten(0, (b, v)).mean(1)
+    if v == 1:
+        p = logits.softmax(-1)
+        return (p.mean(0) if logits.dim() == 3 else p), vote(logits), embedding
+    p = logits.softmax(-1).unflatten(-2, (b, v)).mean(-2)  # (B, C) or (N, B, C)
+    # log p as logits: vote's argmax and its softmax tie-break read the averaged probabilities.
+    return (p.mean(0) if p.dim() == 3 else p), vote(p.log()), embedding
 
 
 @dataclass
@@ -53,7 +128,8 @@ class FaceRecord:
     (5, 2) px in the upright image (after its EXIF rotation), both None without detection;
     detector_probability: MTCNN's face probability; expression: the predicted class;
     probabilities: every class's probability (per-slice classifiers: their mean softmax);
-    embedding: the (N·d,) embedding before normalisation, when asked for.
+    embedding: the (N·d,) embedding before normalisation, when asked for; tta: the
+    test-time augmentation the probabilities were averaged over (`TTA_MODES`).
     """
 
     source: str
@@ -66,6 +142,7 @@ class FaceRecord:
     expression: str | None = None
     probabilities: dict[str, float] | None = None
     embedding: list[float] | None = field(default=None, repr=False)
+    tta: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,18 +207,20 @@ def normalization(transform: v2.Transform) -> tuple[list[float], list[float]]:
 class FERModel:
     """A trained Mul-DML network ready for photos: see the module doc.
 
-    Attributes: classes (names, in the classifier's order), image_size (side images are
+    Attributes: classes (canonical names, `muldml.data.classes`, in the classifier's order), image_size (side images are
     resized to), crop (the network's input side), mean / std (normalisation per channel),
-    face_size (side of the aligned crop), config, net (the MulDMLNet, in eval mode), device.
+    face_size (side of the aligned crop), config, net (the MulDMLNet, in eval mode), device,
+    tta (test-time augmentation, one of `TTA_MODES`).
     """
 
     def __init__(self, net: MulDMLNet, cfg: Config, device: str | torch.device = "cpu",
-                 face_size: int = FACE_SIZE, batch_size: int = 32) -> None:
+                 face_size: int = FACE_SIZE, batch_size: int = 32, tta: str = "none") -> None:
         if not cfg.classes:
             raise UserError("the checkpoint names no classes")
         if face_size < 1 or batch_size < 1:
             raise UserError(f"face size and batch size must be >= 1, got {face_size} and {batch_size}")
-        self.config, self.classes = cfg, list(cfg.classes)
+        # Canonical names (happy → happiness), also for models trained before names were canonical.
+        self.config, self.classes = cfg, [canonical_label(c) or c for c in cfg.classes]
         self.device = resolve_device(str(device))
         self.net = net.eval().to(self.device)
         self.face_size, self.batch_size = face_size, batch_size
@@ -149,6 +228,8 @@ class FERModel:
         self.image_size = cfg.image_size
         self.crop = cfg.crop or crop_size(cfg.image_size)
         self.mean, self.std = normalization(self.transform)
+        self.tta = check_tta(tta)
+        self.views = tta_transform(cfg.image_size, cfg.crop, tta)
         self._detector = None
 
     @property
@@ -162,23 +243,28 @@ class FERModel:
 
     def tensors(self, faces: Sequence[ImageLike]) -> torch.Tensor:
         """Aligned faces → (B, 3, crop, crop) network input, by the evaluation transform."""
-        from muldml.prepare import to_rgb
-
         return torch.stack([self.transform(to_rgb(as_pil(face))[0]) for face in faces]) if len(faces) else \
             torch.zeros(0, 3, self.crop, self.crop)
+
+    def view_tensors(self, faces: Sequence[ImageLike]) -> torch.Tensor:
+        """Aligned faces → (B, V, 3, crop, crop): the views test-time augmentation averages
+        over (`tta_views`; V = 1 and the same pixels as `tensors` without it)."""
+        from muldml.prepare import to_rgb
+
+        return torch.stack([self.views(to_rgb(as_pil(face))[0]) for face in faces]) if len(faces) else \
+            torch.zeros(0, TTA_VIEWS[self.tta], 3, self.crop, self.crop)
 
     @torch.no_grad()
     def classify(self, faces: Sequence[ImageLike]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Aligned faces → (probabilities (B, C), predicted class (B,), embedding (B, N·d)), on
-        the CPU, in batches of ``batch_size``. Per-slice classifiers: mean softmax, majority vote."""
+        the CPU, in batches of ``batch_size``. Per-slice classifiers: mean softmax, majority vote.
+        With test-time augmentation, averaged over the views (`classify_views`)."""
         probs, preds, embeds = [], [], []
         for start in range(0, len(faces), self.batch_size):
-            out = self.net(self.tensors(faces[start : start + self.batch_size]).to(self.device))
-            logits = out.logits.float()
-            p = logits.softmax(-1)
-            probs.append((p.mean(0) if logits.dim() == 3 else p).cpu())
-            preds.append(vote(logits).cpu())
-            embeds.append(out.embedding.float().cpu())
+            p, pred, embedding = classify_views(self.net, self.view_tensors(faces[start : start + self.batch_size]).to(self.device))
+            probs.append(p.cpu())
+            preds.append(pred.cpu())
+            embeds.append(embedding.cpu())
         if not probs:
             n = self.net.num_slices * self.net.slice_dim
             return torch.zeros(0, len(self.classes)), torch.zeros(0, dtype=torch.long), torch.zeros(0, n)
@@ -203,7 +289,6 @@ class FERModel:
         embeddings: also return each face's embedding.
         """
         from muldml.data.faces import align_face, center_square
-        from muldml.prepare import to_rgb
 
         if isinstance(images, (Image.Image, np.ndarray)) or (isinstance(images, torch.Tensor) and images.dim() < 4):
             images = [images]
@@ -233,6 +318,7 @@ class FERModel:
         probs, preds, embeds = self.classify(crops)
         faces = iter(range(len(crops)))
         for record in records:
+            record.tta = self.tta
             if record.status != "ok":
                 continue
             i = next(faces)
@@ -244,8 +330,9 @@ class FERModel:
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", face_size: int = FACE_SIZE,
-               batch_size: int = 32) -> FERModel:
-    """A trained model from a run folder or checkpoint file, ready for `predict` and `embed`.
+               batch_size: int = 32, tta: str = "none") -> FERModel:
+    """A trained model from a run folder or checkpoint file, ready for `predict` and `embed`;
+    tta: test-time augmentation (`TTA_MODES`).
 
     Loads with ``torch.load(weights_only=True)``: the file runs no code. Raises UserError
     (one line) for a missing file, a file that is not a muldml checkpoint, or one written by a
@@ -254,4 +341,4 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu", face_
     from muldml.training import load_checkpoint, model_from_checkpoint
 
     net, cfg = model_from_checkpoint(load_checkpoint(checkpoint))
-    return FERModel(net, cfg, device, face_size, batch_size)
+    return FERModel(net, cfg, device, face_size, batch_size, tta)

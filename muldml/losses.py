@@ -8,6 +8,7 @@ Backends compute the same thing (definitions in the README) and return a Triplet
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -87,13 +88,27 @@ def _check_options(backend: str, precision: str, slice_dim: int) -> None:
         raise ValueError(f"slice_dim must be >= 1, got {slice_dim}")
 
 
-def _as_vector(values: Sequence[float] | torch.Tensor, name: str) -> torch.Tensor:
-    vector = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
-    if vector.numel() == 0:
+def _as_floats(values: Sequence[float] | torch.Tensor, name: str) -> tuple[float, ...]:
+    """Margins or weights as host floats (a tensor is read back: a synchronisation on a GPU)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().flatten().tolist()
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from None
+    if not floats:
         raise ValueError(f"{name} must not be empty")
-    if not torch.isfinite(vector).all() or (vector < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {vector.tolist()}")
-    return vector
+    if not all(math.isfinite(v) and v >= 0 for v in floats):
+        raise ValueError(f"{name} must be finite and >= 0, got {list(floats)}")
+    return floats
+
+
+@functools.lru_cache(maxsize=64)
+def _device_vectors(margins: tuple[float, ...], weights: tuple[float, ...], device: torch.device,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Margins and weights on the device, made once per (values, device, dtype): a warm call
+    makes no host-to-device copy (and can be captured in a CUDA graph)."""
+    return (torch.tensor(margins, dtype=dtype).to(device), torch.tensor(weights, dtype=dtype).to(device))
 
 
 def multi_threshold_triplet_loss(
@@ -119,26 +134,30 @@ def multi_threshold_triplet_loss(
     ``precision`` is the Triton backend's mining precision: "tf32" (tensor cores, the
     default), "tf32x3" (about fp32 accuracy on tensor cores) or "bf16"; it decides only
     near-ties between candidates (muldml.kernels.triplet says how near); the hinge always
-    uses exact fp32 distances. ``check_finite``: raise ValueError on NaN/Inf embeddings;
+    uses exact fp32 distances. The torch backend mines in fp32 (fp64 input: fp64) whatever
+    ``precision`` says. Every backend is autocast-safe: under torch.autocast it computes as
+    without it. ``check_finite``: raise ValueError on NaN/Inf embeddings;
     the default (None) checks CPU tensors only, since on a GPU the check synchronises with
-    the host. Unchecked non-finite embeddings give a NaN loss.
+    the host. Unchecked non-finite embeddings give a NaN loss (and, triton backend, an
+    all-NaN gradient). Margins and weights given as lists are moved to the device once
+    per distinct value (cached); given as tensors they are read back to the host.
     Raises TypeError/ValueError naming the first bad argument.
     """
-    margin_vec = _as_vector(margins, "margins")
-    num_slices = margin_vec.numel()
-    weight_vec = torch.ones(num_slices, dtype=torch.float64) if weights is None else _as_vector(weights, "weights")
+    margin_vec = _as_floats(margins, "margins")
+    num_slices = len(margin_vec)
+    weight_vec = (1.0,) * num_slices if weights is None else _as_floats(weights, "weights")
     if slice_dim is None:
         width = embeddings.shape[-1] if isinstance(embeddings, torch.Tensor) and embeddings.dim() else 0
         if width % num_slices:
             raise ValueError(f"embedding width {width} is not a multiple of the number of margins ({num_slices})")
         slice_dim = width // num_slices
-    if weight_vec.numel() != num_slices:
-        raise ValueError(f"got {weight_vec.numel()} weights for {num_slices} margins")
+    if len(weight_vec) != num_slices:
+        raise ValueError(f"got {len(weight_vec)} weights for {num_slices} margins")
     _check_options(backend, precision, slice_dim)
     _check_inputs(embeddings, labels, num_slices, slice_dim, check_finite)
-    dtype = _compute_dtype(embeddings, backend)
-    return _dispatch(embeddings, labels, margin_vec.to(embeddings.device, dtype), weight_vec.to(embeddings.device, dtype),
-                     slice_dim, dual, normalize, 0.5 / num_slices if lam is None else float(lam), backend, precision)
+    margin_t, weight_t = _device_vectors(margin_vec, weight_vec, embeddings.device, _compute_dtype(embeddings, backend))
+    return _dispatch(embeddings, labels, margin_t, weight_t, slice_dim, dual, normalize,
+                     0.5 / num_slices if lam is None else float(lam), backend, precision)
 
 
 def _compute_dtype(embeddings: torch.Tensor, backend: str) -> torch.dtype:
@@ -202,21 +221,19 @@ class MultiThresholdTripletLoss(nn.Module):
         all_gather: bool | None = None,
     ) -> None:
         super().__init__()
-        margin_vec = _as_vector(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
-        weight_vec = torch.ones_like(margin_vec) if weights is None else _as_vector(weights, "weights")
-        if weight_vec.numel() != margin_vec.numel():
-            raise ValueError(f"got {weight_vec.numel()} weights for {margin_vec.numel()} margins")
+        margin_vec = _as_floats(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
+        weight_vec = (1.0,) * len(margin_vec) if weights is None else _as_floats(weights, "weights")
+        if len(weight_vec) != len(margin_vec):
+            raise ValueError(f"got {len(weight_vec)} weights for {len(margin_vec)} margins")
         _check_options(backend, precision, slice_dim)
-        self.margins: list[float] = margin_vec.tolist()
-        self.weights: list[float] = weight_vec.tolist()
+        self.margins: list[float] = list(margin_vec)
+        self.weights: list[float] = list(weight_vec)
         self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
         self.lam = 0.5 / self.num_slices if lam is None else float(lam)
         self.backend, self.precision, self.check_finite = backend, precision, check_finite
         # Mine over the global batch of all processes (muldml.distributed); None: when distributed.
         self.all_gather = all_gather
         self.last_output: TripletLossOutput | None = None
-        # Margins and weights per (device, dtype), made once: no host-to-device copy per step.
-        self._vectors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_slices(self) -> int:
@@ -227,11 +244,9 @@ class MultiThresholdTripletLoss(nn.Module):
         _check_inputs(embeddings, labels, self.num_slices, self.slice_dim, self.check_finite)
         if self.all_gather is not False and distributed_world() > 1:
             embeddings, labels = gather_rows(embeddings), gather_rows(labels)
-        key = (embeddings.device, _compute_dtype(embeddings, self.backend))
-        if key not in self._vectors:
-            self._vectors[key] = (torch.tensor(self.margins, dtype=key[1]).to(key[0]),
-                                  torch.tensor(self.weights, dtype=key[1]).to(key[0]))
-        margins, weights = self._vectors[key]
+        # Made once per (values, device, dtype): no host-to-device copy per step.
+        margins, weights = _device_vectors(tuple(self.margins), tuple(self.weights), embeddings.device,
+                                           _compute_dtype(embeddings, self.backend))
         self.last_output = _dispatch(embeddings, labels, margins, weights, self.slice_dim, self.dual, self.normalize,
                                      self.lam, self.backend, self.precision)
         return self.last_output.loss

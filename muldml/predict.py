@@ -4,8 +4,9 @@
                    [--annotate] [--embeddings] [--no-detect] [--batch-size N] [--device D]
                    [--resume | --overwrite]
 
-Folders are read recursively; operating-system metadata and hidden files are left out,
-and other files that are not images are counted as ignored. Each image becomes one
+Folders are read recursively, each real folder and file once however many links lead to
+it; the output folder is never read back; operating-system metadata and hidden files are
+left out, and other files that are not images are counted as ignored. Each image becomes one
 record per face (see `muldml.inference.FaceRecord`), one "no_face" record when none is
 found, or one "unreadable" record with the reason; the run goes on and counts them.
 DIR/predictions.jsonl (or .csv) is written atomically at the end; ``--annotate`` writes
@@ -13,6 +14,9 @@ DIR/annotated/<image>.png with each face's box and label drawn. An existing pred
 file is replaced only with ``--overwrite``. Each image's records are also logged as soon as
 they are known (DIR/.predictions.partial.jsonl), so an interrupted run continues with
 ``--resume`` and ends with the same file an uninterrupted run writes.
+
+Video files (and ``--camera N``) go to `muldml.video`: sampled frames, tracked faces,
+smoothed probabilities, a timeline and an annotated video.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -33,67 +37,79 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.errors import UserError
-from muldml.inference import FACE_SIZE, LANDMARKS, FaceRecord, FERModel, load_model
+from muldml.inference import FACE_SIZE, LANDMARKS, TTA_MODES, FaceRecord, FERModel, load_model
 from muldml.training import check_writable
 
 FORMATS = ("jsonl", "csv")
 PARTIAL = ".predictions.partial.jsonl"  # records so far, one line per image: what --resume reads
 
 
-def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], int]:
+def collect_inputs(inputs: Sequence[str], out: str | Path | None = None) -> tuple[list[Path], int]:
     """Image files named by `inputs` (files, folders read recursively, or glob patterns), in
     order without repeats, and the number of non-image files left out of folders.
 
     A file named explicitly is always tried (an unreadable one gets its own record);
-    metadata and hidden files are never data. Raises UserError for an input that names
-    nothing, or when no image is found at all.
+    metadata and hidden files are never data. Each real folder is entered once and each
+    real file taken once, however many links or inputs lead to it (`muldml.data.files.walk`).
+    ``out``, the command's output folder, is never read: walks and globs leave it out.
+    Raises UserError for an input that names nothing, an input inside ``out``, or when no
+    image is found at all.
     """
-    from muldml.data.files import image_files, is_image_file, is_metadata, natural_key, visible_folders
-
-    def walk(folder: Path) -> Iterable[Path]:
-        nonlocal ignored
-        images, others = image_files(folder)
-        ignored += len(others)
-        yield from images
-        for sub in visible_folders(folder):
-            yield from walk(sub)
+    from muldml.data.files import glob_paths, identity, is_image_file, is_left_out, is_metadata, leaving_out, walk
 
     files: list[Path] = []
+    seen: set = set()  # real folders and files taken so far
     ignored = 0
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files += walk(path)
-        elif path.is_file():
+
+    def take(path: Path) -> None:
+        real = identity(path)
+        if real not in seen:
+            seen.add(real)
             files.append(path)
-        elif glob.has_magic(text):
-            matches = sorted(glob.glob(text, recursive=True), key=natural_key)
-            if not matches:
-                raise UserError(f"no file matches {text!r}")
-            for match in map(Path, matches):
-                if match.is_dir():
-                    files += walk(match)
-                elif not is_metadata(match) and match.is_file():
-                    if is_image_file(match):
-                        files.append(match)
-                    else:
-                        ignored += 1
-        else:
-            raise UserError(f"input not found: {text}")
-    unique = list(dict.fromkeys(files))
-    if not unique:
+
+    def take_folder(folder: Path) -> None:
+        nonlocal ignored
+        for _, images, others in walk(folder, seen):
+            files.extend(images)
+            ignored += len(others)
+
+    with leaving_out(out):
+        for text in inputs:
+            path = Path(text)
+            if (path.exists() or not glob.has_magic(text)) and is_left_out(path):
+                raise UserError(f"input {text} lies in the output folder {out}; choose another --out")
+            if path.is_dir():
+                take_folder(path)
+            elif path.is_file():
+                take(path)
+            elif glob.has_magic(text):
+                matches = glob_paths(text)
+                if not matches:
+                    raise UserError(f"no file matches {text!r}")
+                for match in matches:
+                    if is_left_out(match):
+                        continue  # this command's own output
+                    if match.is_dir():
+                        take_folder(match)
+                    elif not is_metadata(match) and match.is_file():
+                        if is_image_file(match):
+                            take(match)
+                        elif identity(match) not in seen:
+                            seen.add(identity(match))
+                            ignored += 1
+            else:
+                raise UserError(f"input not found: {text}")
+    if not files:
         raise UserError(f"no image files found in {', '.join(inputs)}")
-    return unique, ignored
+    return files, ignored
 
 
 def open_photo(path: Path) -> tuple[Image.Image | None, str]:
     """(8-bit RGB image, "") or (None, reason), converted as prepare converts its sources."""
-    from muldml.prepare import to_rgb
+    from muldml.data.images import open_image
 
     try:
-        with Image.open(path) as img:
-            img.load()  # a truncated file fails here, not later
-            return to_rgb(img)[0], ""
+        return open_image(path)[0], ""
     except Exception as e:  # zero-byte, truncated, not an image, permission …
         return None, f"unreadable image: {e.__class__.__name__}: {str(e)[:120]}"
 
@@ -101,7 +117,7 @@ def open_photo(path: Path) -> tuple[Image.Image | None, str]:
 def csv_columns(classes: Sequence[str], embeddings: bool) -> list[str]:
     columns = ["source", "face", "status", "reason", "box_x0", "box_y0", "box_x1", "box_y1"]
     columns += [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
-    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes]
+    columns += ["detector_probability", "expression"] + [f"p_{c}" for c in classes] + ["tta"]
     return columns + (["embedding"] if embeddings else [])
 
 
@@ -110,7 +126,7 @@ def csv_row(record: FaceRecord, classes: Sequence[str]) -> dict:
     class, the embedding as space-separated numbers."""
     row = {"source": record.source, "face": record.face, "status": record.status, "reason": record.reason,
            "detector_probability": "" if record.detector_probability is None else record.detector_probability,
-           "expression": record.expression or ""}
+           "expression": record.expression or "", "tta": record.tta}
     row |= dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), record.box or [""] * 4))
     points = record.landmarks or [["", ""]] * len(LANDMARKS)
     row |= {f"{name}_{axis}": point[k] for name, point in zip(LANDMARKS, points) for k, axis in enumerate("xy")}
@@ -234,6 +250,12 @@ def summary_lines(records: Sequence[FaceRecord], ignored: int = 0) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from muldml import video
+
+    if args.camera is not None or any(video.is_video(text) for text in args.inputs):
+        return video.run(args)
+    if not args.inputs:
+        raise UserError("no input given: photos, folders, globs or videos (or --camera N)")
     out = Path(args.out)
     target, partial = out / f"predictions.{args.format}", out / PARTIAL
     if target.exists() and not args.overwrite:
@@ -243,15 +265,16 @@ def run(args: argparse.Namespace) -> int:
                         "or --overwrite to start again")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    files, ignored = collect_inputs(args.inputs)
+    files, ignored = collect_inputs(args.inputs, out)
     check_writable(out)
     annotate_dir = out / "annotated" if args.annotate else None
     if annotate_dir is not None:
         check_writable(annotate_dir)
-    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size)
+    model = load_model(args.checkpoint, args.device, args.face_size, args.batch_size, args.tta)
     # What the records depend on: a resumed run must not mix records made otherwise.
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "detect": not args.no_detect,
-                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate}
+                "embeddings": args.embeddings, "face_size": args.face_size, "annotate": args.annotate,
+                "tta": args.tta}
     done = read_partial(partial, settings) if args.resume and partial.exists() else {}
     with open(partial, "a" if done else "w", encoding="utf-8") as log:
         if done:
@@ -272,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register `muldml predict` on the CLI's subparsers."""
     p = subparsers.add_parser("predict", help="every face's expression in photos (JSON lines or CSV)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (read recursively) or globs")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files, folders (read recursively) or globs; or video files (see --fps)")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint file")
     p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     p.add_argument("--format", choices=FORMATS, default="jsonl", help="predictions file format (default jsonl)")
@@ -281,9 +305,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-detect", action="store_true", help="inputs are aligned faces already (e.g. a prepared folder)")
     p.add_argument("--face-size", type=int, default=FACE_SIZE, help="side the training faces were aligned to (prepare --size)")
     p.add_argument("--batch-size", type=int, default=32, help="images read and faces classified at a time")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: none (centre crop), flip (and its mirror) or ten-crop (corners, "
+                        "centre and their mirrors), class probabilities averaged; each record names it (default none)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing predictions file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from muldml.video import DEFAULT_EMA, DEFAULT_FPS
+
+    videos = p.add_argument_group("videos (files or a camera)")
+    videos.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                        help=f"frames analysed per second of video (default {DEFAULT_FPS:g}; at least the video's rate: every frame)")
+    videos.add_argument("--ema", type=float, default=DEFAULT_EMA,
+                        help="weight of the newest frame in each track's moving average of probabilities, in (0, 1]; "
+                             f"1: no smoothing (default {DEFAULT_EMA:g})")
+    videos.add_argument("--camera", type=int, metavar="N", help="read webcam N live (needs OpenCV) instead of files")
+    videos.add_argument("--duration", type=float, help="--camera: stop after this many seconds (default: at Ctrl-C)")
     p.set_defaults(run=run)
     return p

@@ -1,7 +1,7 @@
 """`muldml prepare`: a dataset as distributed → aligned face crops + manifest.csv.
 
-For every source image (see muldml.data.sources): open it robustly (EXIF orientation
-applied; CMYK, palette, 16-bit and alpha images converted to 8-bit RGB), detect the face
+For every source image (see muldml.data.sources): open it robustly (`muldml.data.images.to_rgb`:
+EXIF orientation applied; CMYK, palette, 16-bit and alpha images converted to 8-bit RGB), detect the face
 and its 5 landmarks with MTCNN, level the eyes, crop the region of interest and resize to
 ``size`` (236 in the paper). No face → the centred square, status ``no_face``. Training
 images (and every image of a dataset without an official split, whose folds are made
@@ -29,12 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.data.files import is_image_file
+from muldml.data.images import to_rgb
 from muldml.data.sources import RawItem, SourceDataset
 
 PAPER_ROTATIONS = (-10, -5, 0, 5, 10)
@@ -56,29 +56,6 @@ class Summary:
         out += [f"  warning: {n}× {w}" for w, n in self.warnings.most_common()]
         out.append(f"{self.images_written} image file(s) written")
         return out
-
-
-def to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
-    """8-bit RGB from any PIL image; notes say what was converted (for the summary)."""
-    notes = []
-    transposed = ImageOps.exif_transpose(img)
-    if transposed is not img and img.getexif().get(0x0112, 1) != 1:
-        notes.append("EXIF rotation applied")
-    img = transposed
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = np.asarray(img, dtype=np.float64)
-        peak = pixels.max() if pixels.size and pixels.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8))
-        notes.append("16-bit converted to 8-bit")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
-        notes.append("alpha channel flattened")
-    elif img.mode not in ("RGB", "L"):
-        notes.append(f"{img.mode} converted to RGB")
-    return img.convert("RGB"), notes
 
 
 def _open(item: RawItem) -> tuple[Image.Image | None, list[str], str]:

@@ -39,8 +39,14 @@ def reference_triplet_loss(
     (default 1); lam: λ (default 0.5/N). ``indices`` = (pos_idx, neg_idx), each (N, B),
     replaces the mining with given triplets: tests use it to compare gradients at the
     triplets a fast backend chose. Half-precision input (fp16/bf16) is computed in
-    float64, the oracle's precision. Outputs live on the embeddings' device.
+    float64, the oracle's precision. Outputs live on the embeddings' device. Autocast is
+    off inside: the dtype computed in is the input's whatever the autocast state.
     """
+    with torch.autocast(embeddings.device.type, enabled=False):
+        return _reference_triplet_loss(embeddings, labels, margins, slice_dim, dual, normalize, weights, lam, indices)
+
+
+def _reference_triplet_loss(embeddings, labels, margins, slice_dim, dual, normalize, weights, lam, indices):
     if embeddings.dtype in (torch.float16, torch.bfloat16):
         embeddings = embeddings.double()
     device = embeddings.device

@@ -8,6 +8,7 @@ PY=${PYTHON:-python3.11}
 TORCH=2.14.1
 TORCHVISION=0.29.1
 FACENET=2.6.0
+AV=18.1.0  # PyAV: video decoding and encoding for muldml predict VIDEO
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
@@ -28,6 +29,10 @@ if ! have facenet-pytorch "$FACENET"; then
     # Its metadata pins torch<2.3, yet it runs on this stack: install without deps.
     echo "setup: installing facenet-pytorch $FACENET (--no-deps)"
     pip_quiet --no-deps "facenet-pytorch==$FACENET"
+fi
+if ! have av "$AV"; then
+    echo "setup: installing av $AV"
+    pip_quiet "av==$AV"
 fi
 stamp=.venv/.muldml-setup
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || ! "$VPY" -c "import muldml" 2>/dev/null; then

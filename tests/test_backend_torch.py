@@ -12,14 +12,17 @@ MARGIN_GRID = [round(0.05 * k, 2) for k in range(1, 21)]
 
 @st.composite
 def loss_cases(draw, max_batch=160, max_slices=13, max_dim=300):
+    """Random loss inputs that always hold a valid triplet (random_case(with_triplet=True));
+    batches without one have their own tests (test_losses.py::test_no_triplets_…)."""
     num_slices = draw(st.integers(1, max_slices))
+    singletons = draw(st.integers(0, 3))
     return dict(
         seed=draw(st.integers(0, 2**31 - 1)),
-        batch=draw(st.integers(1, max_batch)),
+        batch=draw(st.integers(singletons + 3, max_batch)),
         num_slices=num_slices,
         slice_dim=draw(st.integers(1, max_dim)),
         num_classes=draw(st.integers(1, 12)),
-        singletons=draw(st.integers(0, 3)),
+        singletons=singletons,
         margins=draw(st.lists(st.sampled_from(MARGIN_GRID), min_size=num_slices, max_size=num_slices)),
         dual=draw(st.booleans()),
         normalize=draw(st.booleans()),
@@ -31,9 +34,10 @@ def loss_cases(draw, max_batch=160, max_slices=13, max_dim=300):
 @given(case=loss_cases())
 def test_matches_reference_property(case):
     x, labels = random_case(case["seed"], case["batch"], case["num_slices"], case["slice_dim"],
-                            case["num_classes"], case["singletons"])
-    check_against_reference("torch", x, labels, case["margins"], case["slice_dim"], dual=case["dual"],
-                            normalize=case["normalize"], grad_scale=case["grad_scale"])
+                            case["num_classes"], case["singletons"], with_triplet=True)
+    out = check_against_reference("torch", x, labels, case["margins"], case["slice_dim"], dual=case["dual"],
+                                  normalize=case["normalize"], grad_scale=case["grad_scale"])
+    assert int(out.num_triplets) > 0
 
 
 def test_float64_gradcheck():

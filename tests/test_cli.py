@@ -136,3 +136,18 @@ def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(blocker) in err[0]
+
+
+def test_evaluate_never_reads_its_own_output_folder(tmp_path, capsys):
+    """evaluate --out inside --data, twice: the second run must not take the first run's
+    report images for a class folder."""
+    from inference_fixtures import tiny_checkpoint
+
+    faces = make_image_folder(tmp_path / "faces", subjects=2, per_subject=1)
+    run = tiny_checkpoint(tmp_path / "run")
+    command = ["evaluate", "--checkpoint", str(run), "--data", str(faces), "--out", str(faces / "eval"),
+               "--num-workers", "0", "--device", "cpu", "--quiet"]
+    for _ in range(2):
+        assert main(command) == 0, capsys.readouterr().err
+        assert "on 6 images" in capsys.readouterr().out
+    assert any(p.suffix == ".png" for p in (faces / "eval").iterdir())

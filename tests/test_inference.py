@@ -152,3 +152,19 @@ def test_foreign_and_newer_checkpoints_are_refused_in_one_line(tmp_path):
         assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="device"):
         load_model(run, device="tpu:7")
+
+
+def test_class_names_are_canonical_in_predictions_and_export_metadata(tmp_path):
+    """A model trained on folders spelt angry/happy/surprised names its classes canonically."""
+    from muldml.export import InferenceNet, metadata
+    from muldml.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint(tmp_path / "run"))
+    state["config"]["classes"] = ["angry", "Happy", "surprised"]
+    (tmp_path / "old").mkdir()
+    save_checkpoint(tmp_path / "old", state)
+    model = load_model(tmp_path / "old")
+    assert model.classes == CLASSES
+    record = model.predict([np.full((40, 40, 3), 128, np.uint8)], detect=False)[0]
+    assert list(record.probabilities) == CLASSES and record.expression in CLASSES
+    assert metadata(model, InferenceNet(model.net))["classes"] == CLASSES

@@ -211,3 +211,17 @@ def test_module_equals_functional(dtype):
         got = loss_fn(x, labels)
         expected = multi_threshold_triplet_loss(x, labels, [0.1, 0.5], 6, weights=[1.0, 2.0], lam=0.3, dual=False)
         assert got.dtype == dtype and torch.equal(got, expected.loss)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autocast_changes_nothing(backend):
+    """Training runs the loss inside torch.autocast: mining, loss and gradient must be the
+    ones computed without it (CPU bf16 autocast; the fast backends mine in fp32 here)."""
+    x, labels = random_case(21, 96, 7, 16, 6)
+    plain, plain_grad = run(backend, x, labels, threshold_range(), 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, mixed_grad = run(backend, x, labels, threshold_range(), 16)
+    assert torch.equal(mixed.pos_idx, plain.pos_idx) and torch.equal(mixed.neg_idx, plain.neg_idx)
+    assert mixed.loss.dtype == plain.loss.dtype
+    torch.testing.assert_close(mixed.loss, plain.loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(mixed_grad, plain_grad, rtol=1e-5, atol=1e-9)

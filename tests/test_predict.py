@@ -188,3 +188,41 @@ def test_interrupted_run_resumes_to_the_same_file(run, astronaut, tmp_path, monk
     assert "resumed: 4 image(s)" in capsys.readouterr().out
     assert (cut / "predictions.jsonl").read_text() == whole
     assert not (cut / ".predictions.partial.jsonl").exists()
+
+
+def test_a_link_loop_is_walked_once(run, astronaut, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    crop = astronaut.resize((48, 48))
+    crop.save(folder / "a.png")
+    crop.save(folder / "sub" / "b.png")
+    (folder / "sub" / "again").symlink_to("..")  # a loop: sub/again/sub/again/...
+    (folder / "also_b.png").symlink_to(folder / "sub" / "b.png")  # a second name for one file
+    files, ignored = collect_inputs([str(folder), str(folder / "sub"), str(folder / "**" / "*.png")])
+    # Each real file once, under the first name the walk meets it by.
+    assert [f.name for f in files] == ["a.png", "also_b.png"] and ignored == 0
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(run), "--out", str(out), "--no-detect",
+                 "--device", "cpu", "--quiet"]) == 0
+    assert "2 image(s): 2 face(s)" in capsys.readouterr().out
+    assert len(read_jsonl(out / "predictions.jsonl")) == 2
+
+
+def test_the_output_folder_is_never_read_back(run, astronaut, tmp_path, monkeypatch, capsys):
+    """predict . --annotate twice, the default output folder ./predictions inside the input."""
+    monkeypatch.chdir(tmp_path)
+    astronaut.resize((48, 48)).save(tmp_path / "a.png")
+    astronaut.resize((40, 40)).save(tmp_path / "b.png")
+    command = ["predict", ".", "--checkpoint", str(run), "--annotate", "--no-detect", "--device", "cpu", "--quiet"]
+    assert main(command) == 0
+    first = capsys.readouterr().out
+    assert main(command + ["--overwrite"]) == 0
+    second = capsys.readouterr().out
+    for printed in (first, second):
+        assert "2 image(s): 2 face(s)" in printed and "ignored" not in printed, printed
+    assert sorted(r["source"] for r in read_jsonl(tmp_path / "predictions" / "predictions.jsonl")) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "predictions" / "annotated").iterdir()) == ["a.png", "b.png"]
+    # Naming the output folder's files as input is refused in one line.
+    assert main(["predict", "predictions/annotated/a.png", "--checkpoint", str(run), "--out", "predictions",
+                 "--overwrite", "--quiet"]) == 2
+    assert "lies in the output folder" in capsys.readouterr().err

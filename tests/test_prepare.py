@@ -272,3 +272,23 @@ def test_outputs_shared_by_an_earlier_run_are_prepared_again(tmp_path, monkeypat
         row = int(r["source"].split("=")[1])
         assert np.array_equal(np.asarray(Image.open(out / r["path"]).convert("L")), np.asarray(faces[row]))
     assert "3× written to a file shared with another source" in capsys.readouterr().out
+
+
+def test_kaggle_fer2013_folders_prepared_into_a_folder_inside_them_twice(tmp_path, capsys):
+    """train|test/<class>/ read as an official split; the output folder inside the source is
+    never read back (a second run finds the same sources, nothing new)."""
+    src = tmp_path / "fer"
+    for split, names in (("train", ("angry", "happy")), ("test", ("angry", "happy"))):
+        for s, name in enumerate(names):
+            (src / split / name).mkdir(parents=True)
+            face(s + (4 if split == "test" else 0), 0 if name == "angry" else 3, 48).save(src / split / name / f"{s}.png")
+    out = src / "prepared"
+    command = ["prepare", str(src), str(out), "--dataset", "folder", "--no-detect", "--size", "48", "--quiet"]
+    for _ in range(2):
+        assert main(command) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert "4 source image(s) ok" in printed and "skipped" not in printed, printed
+    rows = read_manifest(out)
+    assert sorted({(r["source"], r["label"], r["split"]) for r in rows}) == [
+        ("test/angry/0.png", "anger", "test"), ("test/happy/1.png", "happiness", "test"),
+        ("train/angry/0.png", "anger", "train"), ("train/happy/1.png", "happiness", "train")]

@@ -9,14 +9,21 @@ from muldml.reference import NORMALIZE_EPS, reference_triplet_loss
 
 def random_case(
     seed: int, batch: int, num_slices: int, slice_dim: int, num_classes: int, singletons: int = 0,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, with_triplet: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian embeddings (B, N·d) and labels with `singletons` classes of one sample."""
+    """Gaussian embeddings (B, N·d) and labels with `singletons` classes of one sample.
+
+    with_triplet: the last three rows get labels 0, 0, 1, so that the batch has at least
+    one valid anchor (needs B ≥ singletons + 3).
+    """
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, num_slices * slice_dim, generator=gen, dtype=torch.float64).to(dtype)
     labels = torch.randint(0, num_classes, (batch,), generator=gen)
     for k in range(min(singletons, batch)):
         labels[k] = num_classes + k
+    if with_triplet:
+        assert batch >= singletons + 3, "with_triplet needs three rows besides the singletons"
+        labels[-3:] = torch.tensor([0, 0, 1])
     return x, labels
 
 
@@ -29,7 +36,8 @@ def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize:
 
 
 # Unit roundoff of each mining precision (the Triton backend's ``precision``; None: an fp32
-# Gram matrix, as the torch backend mines).
+# Gram matrix, as the torch backend mines). tf32: 2⁻¹¹ because the pre-pass rounds the
+# mining copy to nearest (truncated operands would have 2⁻¹⁰).
 UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8, "tf32x3": 2.0**-21, None: 2.0**-24}
 
 

@@ -1,7 +1,7 @@
 """Face detection and alignment: MTCNN's box and 5 landmarks → an upright, cropped face.
 
 Detection uses facenet-pytorch's MTCNN, whose weights ship inside the package (nothing is
-downloaded). Alignment rotates the image about the eyes' midpoint so that the eyes are
+downloaded); without facenet-pytorch, detection is refused in one line giving `FACENET_INSTALL`. Alignment rotates the image about the eyes' midpoint so that the eyes are
 level, then crops a square region of interest from the landmarks: centred between the
 eyes and the mouth, its side 2.5× the eye-to-mouth distance (or 2.2× the eye distance,
 whichever is larger), which spans brows to chin. It is resized to the output size (the
@@ -24,6 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from muldml.errors import UserError
+
+#: How to install facenet-pytorch into an existing environment: its metadata pins torch < 2.3
+#: and numpy < 2, yet it runs on muldml's stack, so it goes in without its declared dependencies
+#: (those it uses, torchvision, requests, tqdm, pillow and numpy, are muldml's own).
+FACENET_INSTALL = "pip install --no-deps facenet-pytorch==2.6.0"
 #: MTCNN's default smallest face side, pixels; an image smaller than this holds no face it can find.
 MIN_FACE_SIZE = 20
 
@@ -56,7 +62,11 @@ class FaceDetector:
     """MTCNN over batches of PIL images (same-size images share one forward pass)."""
 
     def __init__(self, device: str = "cpu", min_face_size: int = MIN_FACE_SIZE) -> None:
-        from facenet_pytorch import MTCNN
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError:
+            raise UserError(f"face detection needs facenet-pytorch, which is not installed: {FACENET_INSTALL} "
+                            "(or pass --no-detect for faces already cropped)") from None
 
         self.min_face_size = min_face_size
         self.mtcnn = MTCNN(keep_all=True, device=device, min_face_size=min_face_size)

@@ -1,6 +1,7 @@
 """Image-folder datasets with subject ids: the form every FER dataset is read into.
 
-A dataset folder holds one sub-folder per class (``root/<class>/<file>``) and optionally
+A dataset folder holds one sub-folder per class (``root/<class>/<file>``), possibly
+inside split folders (``root/train|val|test/<class>/<file>``), and optionally
 ``manifest.csv`` with columns ``path,label,subject[,split]`` (path relative to root),
 which is then authoritative. Subjects drive subject-independent splits.
 """
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from muldml.data.files import IMAGE_SUFFIXES, image_files, visible_folders
+from muldml.data.classes import canonical_label, canonical_order
+from muldml.data.files import IMAGE_SUFFIXES
+from muldml.data.images import read_image as load_image
 from muldml.errors import UserError
 
 __all__ = ["IMAGE_SUFFIXES", "Sample", "scan_folder", "originals", "class_counts", "load_image", "FaceDataset"]
@@ -39,21 +41,27 @@ def scan_folder(
 ) -> tuple[list[Sample], list[str]]:
     """Read a dataset folder into samples and its class names (see the module doc).
 
-    ``classes`` fixes the class order (default: manifest order or sorted folder names);
-    ``subject_regex`` extracts the subject from file names via its first group.
+    Without a manifest the folder is read by the ``folder`` dataset reader
+    (`muldml.data.sources.folder.load_folder`): ``<class>/<image>``, or split folders
+    (train, val/validation, test) above class folders, which then give each image its
+    official split. Class names are canonical (`muldml.data.classes`: happy → happiness,
+    ...); names that are no expression are kept, lower-cased. ``classes`` fixes the class
+    order (default: canonical order, then other names sorted); ``subject_regex`` extracts
+    the subject from file names via its first group.
     """
+    from muldml.data.sources.folder import load_folder
+
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data folder not found: {root}")
     manifest = root / "manifest.csv"
     if manifest.is_file():
-        rows = _read_manifest(manifest)
-        names = list(classes) if classes else list(dict.fromkeys(sorted(r["label"] for r in rows)))
+        rows = [row | {"label": canonical_label(row["label"]) or row["label"]} for row in _read_manifest(manifest)]
     else:
-        folders = sorted(visible_folders(root))
-        names = list(classes) if classes else [p.name for p in folders]
-        rows = [{"path": str(f.relative_to(root)), "label": folder.name}
-                for folder in folders for f in sorted(image_files(folder)[0])]
+        source = load_folder(root, subject_regex, any_classes=True)
+        rows = [{"path": item.key, "label": item.label, "subject": item.subject, "split": item.split}
+                for item in source.items if item.label]
+    names = [canonical_label(c) or c for c in classes] if classes else canonical_order(r["label"] for r in rows)
     if not rows:
         raise UserError(f"no images found in {root} (expected <class>/<image> folders or manifest.csv)")
     pattern = re.compile(subject_regex) if subject_regex else None
@@ -91,15 +99,6 @@ def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
     for s in samples:
         counts[s.label] += 1
     return counts
-
-
-def load_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Open an image as RGB (or ``mode``), with a clear error for unreadable files."""
-    try:
-        with Image.open(path) as img:
-            return img.convert(mode)
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
 
 
 class FaceDataset(torch.utils.data.Dataset):

@@ -302,8 +302,7 @@ def _figure(ctx: StudyContext, study: Study, results: dict[str, list[dict]], fol
 
 
 def _neuron_maps(ctx: StudyContext, runs: list[dict], folder: Path) -> Path | None:
-    from PIL import Image
-
+    from muldml.data.images import read_image
     from muldml.studies.measures import embed, neuron_maps
     from muldml.training import CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_device
 
@@ -318,7 +317,7 @@ def _neuron_maps(ctx: StudyContext, runs: list[dict], folder: Path) -> Path | No
     samples = [s for s, _ in chosen]
     embeddings, _ = embed(model, samples, cfg, resolve_device(ctx.runtime.device))
     maps = neuron_maps(embeddings, cfg.num_slices)
-    thumbs = [np.asarray(Image.open(s.path).convert("L").resize((48, 48))) for s in samples]
+    thumbs = [np.asarray(read_image(s.path, "L").resize((48, 48))) for s in samples]
     return figures.plot_neuron_maps(maps, thumbs, [label for _, label in chosen], folder / "fig7.png",
                                     f"Per-slice neuron maps of Mul-DML ({first['fold']}, seed {first['seed']})")
 

@@ -109,7 +109,8 @@ def train_step(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None,
     """
     precision = precision or Precision()
     optimizer.zero_grad(set_to_none=True)
-    if chunk is None or chunk >= len(images):
+    sizes = chunk_sizes(len(images), chunk)
+    if len(sizes) == 1:
         with precision.autocast(images.device):
             out = model(images)
             loss, ce, triplet = _loss(triplet_loss, out.embedding, out.logits, labels)
@@ -117,7 +118,7 @@ def train_step(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None,
         _backward(loss, precision)
         logits, embedding = out.logits.detach(), out.embedding.detach()
     else:
-        loss, ce, triplet, logits = _cached_backward(model, triplet_loss, images, labels, precision, chunk)
+        loss, ce, triplet, logits = _cached_backward(model, triplet_loss, images, labels, precision, sizes)
         # Under gradient caching the cross-entropy reaches the embedding only through the
         # classifier, outside the cached graph: the gradient shares are not measured.
         embedding, norms = None, None
@@ -133,9 +134,29 @@ def _backward(loss: torch.Tensor, precision: Precision) -> None:
     (precision.scaler.scale(loss) if precision.scaler is not None else loss).backward()
 
 
-def _cached_backward(model, triplet_loss, images, labels, precision, chunk):
+#: Fewest images in a gradient-cache chunk: BatchNorm in train mode needs more than one
+#: value per channel, which one image at 32 px (a 1×1 last feature map) does not give.
+MIN_CHUNK = 2
+
+
+def chunk_sizes(batch: int, chunk: int | None) -> list[int]:
+    """Images per gradient-cache chunk for a batch of ``batch`` images: ``chunk`` each, a
+    remainder below `MIN_CHUNK` folded into the previous chunk (8 in chunks of 7 → [8];
+    15 in chunks of 7 → [7, 8]). One chunk ([batch]) means a plain pass."""
+    if chunk is None or chunk >= batch:
+        return [batch]
+    sizes = [chunk] * (batch // chunk)
+    remainder = batch % chunk
+    if remainder >= MIN_CHUNK:
+        sizes.append(remainder)
+    elif remainder:
+        sizes[-1] += remainder
+    return sizes
+
+
+def _cached_backward(model, triplet_loss, images, labels, precision, sizes):
     device = images.device
-    chunks = images.split(chunk)
+    chunks = images.split(sizes)
     saved = _norm_buffers(model)  # pass 1 must not move running statistics: pass 2 does
     states, embeddings, logits = [], [], []
     with torch.no_grad():

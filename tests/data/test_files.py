@@ -31,3 +31,21 @@ def test_listing_splits_images_from_other_files_and_skips_metadata(tmp_path):
     assert [p.name for p in others] == ["notes.txt"]
     assert [p.name for p in visible_folders(tmp_path)] == ["S9", "S10"]
     assert image_files(tmp_path / "missing") == ([], [])
+
+
+def test_walk_and_glob_enter_each_real_folder_once(tmp_path):
+    from muldml.data.files import glob_paths, walk
+
+    (tmp_path / "sub" / "deep").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png", "sub/deep/c.png", "sub/notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub" / "up").symlink_to("..")  # two loops: glob.glob's ** would take 2^40 paths
+    (tmp_path / "sub" / "deep" / "top").symlink_to("../..")
+    (tmp_path / "c_again.png").symlink_to(tmp_path / "sub" / "deep" / "c.png")
+    walked = [(folder.relative_to(tmp_path).as_posix(), [p.name for p in images], [p.name for p in others])
+              for folder, images, others in walk(tmp_path)]
+    assert walked == [(".", ["a.png", "c_again.png"], []), ("sub", ["b.png"], ["notes.txt"]), ("sub/deep", [], [])]
+    found = [p.relative_to(tmp_path).as_posix() for p in glob_paths(str(tmp_path / "**" / "*.png"))]
+    assert found == ["a.png", "c_again.png", "sub/b.png"]
+    assert [p.name for p in glob_paths(str(tmp_path / "sub" / "*.png"))] == ["b.png"]
+    assert [p.name for p in glob_paths(str(tmp_path / "**" / "deep" / "*.png"))] == ["c.png"]

@@ -50,3 +50,30 @@ def test_scan_folder_ignores_os_metadata_and_reads_every_pillow_format(tmp_path)
     assert sorted(s.path.name for s in samples if s.label == 0) == ["S000_anger_0.png", "S001_anger_0.png",
                                                                     "S002_anger_0.jfif"]
     assert len(samples) == 7
+
+
+def test_kaggle_fer2013_layout_is_read_with_its_split_and_canonical_names(tmp_path):
+    """train|test/<class>/*.jpg, class folders spelt angry, happy: the same names prepare gives."""
+    from muldml.cli import split_train_val
+    from muldml.config import preset_config
+
+    face = Image.new("L", (12, 12), 90)
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("angry", "happy", "neutral"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                face.point(lambda v, k=i + 10 * count: (v + k) % 256).save(tmp_path / split / name / f"{i}.jpg")
+    (tmp_path / "train" / "happy" / "again").symlink_to("../..")  # a link loop adds nothing
+    samples, classes = scan_folder(tmp_path)
+    assert classes == ["anger", "happiness", "neutral"]
+    assert len(samples) == 15 and {s.split for s in samples} == {"train", "test"}
+    assert sorted(classes[s.label] for s in samples if s.split == "test") == ["anger"] * 2 + ["happiness"] * 2 + ["neutral"] * 2
+    train, val = split_train_val(samples, preset_config("mul-dml"))
+    assert len(train) == 9 and all(s.split == "train" for s in train) and val == []
+
+
+def test_manifest_labels_are_canonical(tmp_path):
+    root = make_image_folder(tmp_path / "d", subjects=2, per_subject=1)
+    (root / "manifest.csv").write_text("path,label,subject,split\nanger/S000_anger_0.png,Angry,A,train\n"
+                                       "happiness/S001_happiness_0.png,happy,B,test\n")
+    assert scan_folder(root)[1] == ["anger", "happiness"]

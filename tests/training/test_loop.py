@@ -146,3 +146,27 @@ def test_meter_logs_the_metric_term_its_share_and_the_hinge_margins():
     assert row["train_metric_share"] == pytest.approx(sum(metrics) / (2 + sum(metrics)))
     assert row["train_margin_0"] == pytest.approx(expected_margin / 12, rel=1e-5)
     assert row["train_grad_ce"] == 3.0 and row["train_grad_metric"] == 1.0 and row["train_grad_metric_share"] == 0.25
+
+
+def test_gradient_cache_chunks_never_leave_one_image_for_batchnorm():
+    from muldml.training.loop import chunk_sizes
+
+    assert chunk_sizes(8, 7) == [8] and chunk_sizes(15, 7) == [7, 8] and chunk_sizes(16, 7) == [7, 7, 2]
+    assert chunk_sizes(10, 4) == [4, 4, 2] and chunk_sizes(10, None) == [10] and chunk_sizes(10, 12) == [10]
+    for batch in range(2, 40):
+        for chunk in range(2, 12):
+            sizes = chunk_sizes(batch, chunk)
+            assert sum(sizes) == batch and min(sizes) >= 2 and max(sizes) <= max(chunk + 1, 2), (batch, chunk)
+    # 10 images of 32 px in chunks of 9: the last chunk would hold one image, whose 1×1 last
+    # feature map BatchNorm in train mode cannot normalise. The remainder joins the chunk before.
+    out, got = step(resnet(0.5, frozen_norm=False), 9)
+    assert torch.isfinite(out.loss) and len(got) > 60
+
+
+def test_a_gradient_cache_of_one_image_is_refused_in_one_line():
+    from muldml.config import Runtime
+    from muldml.errors import UserError
+
+    with pytest.raises(UserError, match=r"grad_cache must be in \[2, ∞\), got 1"):
+        Runtime(grad_cache=1).validate()
+    Runtime(grad_cache=2).validate()

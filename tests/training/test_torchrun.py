@@ -2,9 +2,11 @@
 resumption in one process with the same global batch."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from muldml.cli import main
@@ -14,19 +16,32 @@ TINY = ["--epochs", "1", "--batch-size", "14", "--image-size", "32", "--slice-di
         "--tau-max", "0.45", "--lr", "0.001", "--num-workers", "0", "--quiet"]
 
 
-def torchrun(*args):
+def torchrun(*args, nodes: int = 0):
     """Run torchrun with 2 CPU processes; on a timeout its whole process group is killed
-    (workers included), so no process outlives the test."""
+    (workers included), so no process outlives the test. nodes: instead, that many
+    launchers of one process each on localhost, meeting by c10d rendezvous as separate
+    machines would (a list of their results)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                                 "-m", "muldml", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+    if nodes:
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            port = s.getsockname()[1]
+        where = ["--nnodes", str(nodes), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                 "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "muldml-test"]
+    else:
+        where = ["--standalone", "--nproc-per-node", "2"]
+    launchers = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *where, "-m", "muldml", *args],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) for _ in range(max(nodes, 1))]
     try:
-        out, err = launcher.communicate(timeout=300)
+        outputs = [launcher.communicate(timeout=300) for launcher in launchers]
     except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
+        for launcher in launchers:
+            os.killpg(launcher.pid, signal.SIGKILL)
         raise
-    return subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err)
+    done = [subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err)
+            for launcher, (out, err) in zip(launchers, outputs)]
+    return done if nodes else done[0]
 
 
 def test_two_process_train_then_resume_in_one_process(tmp_path, capsys):
@@ -46,3 +61,21 @@ def test_two_process_train_then_resume_in_one_process(tmp_path, capsys):
     odd = torchrun("train", "--data", str(data), "--out", str(tmp_path / "odd"), *TINY, "--batch-size", "7")
     assert odd.returncode != 0
     assert "batch_size 7 (the global batch) does not split over 2 processes" in odd.stderr
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_as_one_node_of_two(tmp_path):
+    """The README's multi-node command (c10d rendezvous, --nnodes 2) on localhost gives the
+    same model as one node with two processes."""
+    data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
+    one = torchrun("train", "--data", str(data), "--out", str(tmp_path / "one"), *TINY)
+    assert one.returncode == 0, one.stderr[-4000:]
+    nodes = torchrun("train", "--data", str(data), "--out", str(tmp_path / "two"), *TINY, nodes=2)
+    for node in nodes:
+        assert node.returncode == 0, node.stderr[-4000:]
+    assert sum(node.stdout.count("validation accuracy") for node in nodes) == 1  # global rank 0 alone reports
+    expected = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    got = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(got[name].double(), expected[name].double(), atol=1e-6, rtol=0), name

@@ -61,7 +61,7 @@ def load_affectnet(root: str | Path, classes: int = 7) -> SourceDataset:
             load = partial(_open_cropped, path, box) if box else partial(Image.open, path)
             items.append(RawItem(key, load, None if reason else _AFFECTNET_CODES[code], split=split,
                                  skip_reason=reason))
-    return finish("affectnet", canonical_order(_AFFECTNET_CODES[:classes]), items, warnings)
+    return finish("affectnet", canonical_order(_AFFECTNET_CODES[:classes]), items, warnings, root)
 
 
 def _face_box(row: dict[str, str]) -> tuple[int, int, int, int] | None:

@@ -56,7 +56,7 @@ def load_ck_plus(root: str | Path, include_neutral: bool = False) -> SourceDatas
             if include_neutral and label and len(frames) > 3:
                 items.append(file_item(root, frames[0], "neutral", subject=subject.name))
     classes = canonical_order(_CK_CODES[1:] + (("neutral",) if include_neutral else ()))
-    return finish("ck+", classes, items, warnings)
+    return finish("ck+", classes, items, warnings, root)
 
 
 def _ck_label(files: Sequence[Path]) -> tuple[str | None, str | None]:
@@ -85,4 +85,4 @@ def load_ck_plus_folders(root: str | Path) -> SourceDataset:
     items, warnings = folder_items(root, root, canonical_label, subjects=re.compile(r"^(S\d+)_"))
     if not items:
         raise UserError(f"CK+ folders: no images in {root} (expected <class>/<image> folders)")
-    return finish("ck+-folders", canonical_order(i.label for i in items if i.label), items, warnings)
+    return finish("ck+-folders", canonical_order(i.label for i in items if i.label), items, warnings, root)

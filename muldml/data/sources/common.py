@@ -7,39 +7,20 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
 from PIL import Image
 
-from muldml.data.classes import CANONICAL_CLASSES
-from muldml.data.files import image_files, natural_key, visible_files, visible_folders
+from muldml.data.classes import canonical_label, canonical_order
+from muldml.data.files import identity, image_files, natural_key, visible_files, visible_folders
 from muldml.data.sources.items import RawItem, SourceDataset
 from muldml.errors import UserError
 
 __all__ = ["canonical_label", "dataset_root", "rel", "natural_key", "visible_files", "visible_folders", "images_in",
            "other_files", "file_item", "folder_items", "among", "canonical_order", "finish", "parse_number",
            "parse_code", "read_text", "csv_rows", "fails"]
-
-# Spellings that datasets and people use for the canonical classes.
-_SPELLINGS = {
-    **{name: name for name in CANONICAL_CLASSES},
-    "angry": "anger",
-    "disgusted": "disgust",
-    "fearful": "fear",
-    "afraid": "fear",
-    "happy": "happiness",
-    "sad": "sadness",
-    "surprised": "surprise",
-    "contemptuous": "contempt",
-}
-
-
-def canonical_label(name: str) -> str | None:
-    """The canonical class a spelling stands for, ignoring case ("Happy" → "happiness"); None if unknown."""
-    return _SPELLINGS.get(name.strip().lower())
-
 
 def dataset_root(root: str | Path) -> Path:
     """``root`` as a Path; UserError if it is not a folder."""
@@ -101,14 +82,13 @@ def among(classes: Sequence[str]) -> Callable[[str], str | None]:
     return label_of
 
 
-def canonical_order(present: Iterable[str]) -> list[str]:
-    """The canonical classes among ``present``, in the order of `CANONICAL_CLASSES`."""
-    present = set(present)
-    return [name for name in CANONICAL_CLASSES if name in present]
+def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[str],
+           root: Path | None = None) -> SourceDataset:
+    """Sort the items by key; a key listed again is reported and its first entry kept.
 
-
-def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[str]) -> SourceDataset:
-    """Sort the items by key; a key listed again is reported and its first entry kept."""
+    With ``root`` (keys being paths under it), each real file is data once: another key
+    leading to a file already listed (a link, a linked folder) is skipped, with its reason.
+    """
     unique: dict[str, RawItem] = {}
     for item in items:
         if item.key in unique:
@@ -116,6 +96,17 @@ def finish(name: str, classes: list[str], items: list[RawItem], warnings: list[s
         else:
             unique[item.key] = item
     ordered = sorted(unique.values(), key=lambda item: natural_key(item.key))
+    if root is not None:
+        first: dict[tuple[int, int], str] = {}
+        for i, item in enumerate(ordered):
+            real = identity(root / item.key) if item.label else None
+            if real is None:
+                continue
+            if real in first:
+                ordered[i] = RawItem(item.key, fails("a second name for a file"), None, item.subject, item.split,
+                                     skip_reason=f"same file as {first[real]} (a link)")
+            else:
+                first[real] = item.key
     return SourceDataset(name, classes, ordered, warnings)
 
 

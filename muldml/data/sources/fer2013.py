@@ -1,6 +1,7 @@
-"""FER2013 (pixels in a CSV table) and its FERPlus relabelling."""
+"""FER2013 (pixels in a CSV table) and its FERPlus relabelling (as a table or as image folders)."""
 from __future__ import annotations
 
+import csv
 from functools import partial
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from muldml.data.classes import CANONICAL_CLASSES, EXPRESSIONS
-from muldml.data.sources.common import csv_rows, dataset_root, fails, finish, parse_code, parse_number
+from muldml.data.sources.common import (csv_rows, dataset_root, fails, file_item, finish, images_in, other_files,
+                                        parse_code, parse_number, read_text)
 from muldml.data.sources.items import RawItem, SourceDataset
 from muldml.errors import UserError
 
@@ -40,10 +42,55 @@ def load_fer2013(root: str | Path, ferplus: str | Path | None = None) -> SourceD
     return _read_fer2013(root, None if ferplus is None else Path(ferplus).expanduser(), "fer2013")
 
 
+#: FERPlus's image folders (as its generate_training_data.py writes them) → split.
+_FERPLUS_FOLDERS = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
+
+
 def load_ferplus(root: str | Path) -> SourceDataset:
-    """FERPlus: `load_fer2013` with the votes of ``<root>/fer2013new.csv``."""
+    """FERPlus: `load_fer2013` with the votes of ``<root>/fer2013new.csv``; or, without that
+    table, FERPlus's image folders ``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/``
+    (split train, val, test), each holding PNGs and ``label.csv`` with rows
+    ``<image>,<face box>,<ten vote counts>`` (the columns of fer2013new.csv from neutral
+    to NF). Labels: the majority vote, as above. An image without a row is skipped as
+    unlabelled; a row whose image is missing, with a warning.
+    """
     root = dataset_root(root)
+    if not (root / "fer2013new.csv").is_file() and any((root / name).is_dir() for name in _FERPLUS_FOLDERS):
+        return _read_ferplus_folders(root)
     return _read_fer2013(root, root / "fer2013new.csv", "ferplus")
+
+
+def _read_ferplus_folders(root: Path) -> SourceDataset:
+    items, warnings = [], []
+    for name, split in _FERPLUS_FOLDERS.items():
+        folder = root / name
+        if not folder.is_dir():
+            warnings.append(f"{name}/ not found: no {split} split")
+            continue
+        labels: dict[str, tuple[str | None, str | None]] = {}
+        table = folder / "label.csv"
+        for number, line in enumerate(read_text(table).splitlines() if table.is_file() else [], 1):
+            fields = next(csv.reader([line]), [])
+            if not fields:
+                continue
+            if len(fields) < 1 + len(_FERPLUS_VOTES):
+                warnings.append(f"{name}/label.csv line {number}: expected an image, a box and "
+                                f"{len(_FERPLUS_VOTES)} votes")
+                continue
+            try:  # the box, between name and votes, may be quoted or not: "(0, 0, 48, 48)"
+                labels[fields[0]] = _ferplus_label(dict(zip(_FERPLUS_VOTES, fields[-len(_FERPLUS_VOTES):])))
+            except ValueError as e:
+                labels[fields[0]] = None, str(e)
+                warnings.append(f"{name}/label.csv line {number}: {e}")
+        if not table.is_file():
+            warnings.append(f"{name}/label.csv not found: its images are unlabelled")
+        present = {path.name for path in images_in(folder)}
+        warnings += [f"{name}/label.csv: {image} not found" for image in sorted(set(labels) - present)]
+        for path in images_in(folder):
+            label, reason = labels.get(path.name, (None, "not in label.csv"))
+            items.append(file_item(root, path, label, reason, split=split))
+        items += [item for item in other_files(root, folder) if item.key != f"{name}/label.csv"]
+    return finish("ferplus", list(CANONICAL_CLASSES), items, warnings, root)
 
 
 def _read_fer2013(root: Path, ferplus: Path | None, name: str) -> SourceDataset:
@@ -82,7 +129,7 @@ def _read_fer2013(root: Path, ferplus: Path | None, name: str) -> SourceDataset:
     if votes is not None and next(votes, None) is not None:
         raise UserError(f"FERPlus: {ferplus} has more rows than fer2013.csv ({len(items)})")
     classes = list(CANONICAL_CLASSES) if ferplus else list(EXPRESSIONS)
-    return finish(name, classes, items, warnings)
+    return finish(name, classes, items, warnings, root)
 
 
 def _fer_pixels(text: str | None) -> np.ndarray:

@@ -42,4 +42,4 @@ def load_jaffe(root: str | Path) -> SourceDataset:
         raise UserError(f"JAFFE: no images in {root} (expected files like KA.AN1.39.tiff)")
     # The root also holds the distribution's notes: only files named like images are counted.
     items += [item for item in other_files(root, root) if _JAFFE_NAME.match(item.key)]
-    return finish("jaffe", list(EXPRESSIONS), items, warnings)
+    return finish("jaffe", list(EXPRESSIONS), items, warnings, root)

@@ -45,7 +45,7 @@ def load_mmi(root: str | Path) -> SourceDataset:
         if reason:
             warnings.append(f"{where} ({subject}/{sequence}): {reason}")
         items += [file_item(root, f, label, reason, subject=subject) for f in chosen]
-    return finish("mmi", list(_MMI_CLASSES), items, warnings)
+    return finish("mmi", list(_MMI_CLASSES), items, warnings, root)
 
 
 def _mmi_label(text: str | None) -> tuple[str | None, str | None]:

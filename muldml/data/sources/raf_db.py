@@ -1,10 +1,11 @@
-"""RAF-DB basic: a label list and aligned or original images."""
+"""RAF-DB basic: a label list and aligned or original images, or its image-folder copy."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from muldml.data.classes import EXPRESSIONS
-from muldml.data.sources.common import dataset_root, file_item, finish, parse_code, read_text, rel
+from muldml.data.sources.common import (among, dataset_root, file_item, finish, folder_items, parse_code, read_text,
+                                        rel, visible_folders)
 from muldml.data.sources.items import SourceDataset
 from muldml.errors import UserError
 
@@ -22,9 +23,14 @@ def load_raf_db(root: str | Path, aligned: bool = True) -> SourceDataset:
     subjects. Classes: the 7 of `EXPRESSIONS`, in its order. A line that is not
     ``<image> <label>`` is only warned about; a malformed or out-of-range label, or an
     image missing on disk ("missing file"), skips the image, with a warning.
+
+    The image-folder copy (``train/<code>/*.jpg`` and ``test/<code>/*.jpg``, code 1-7 as
+    above, or class names) is read when there is no label list; see `load_raf_db_folders`.
     """
     root = dataset_root(root)
     listing = root / "EmoLabel" / "list_patition_label.txt"
+    if not listing.is_file() and any(f.name.lower() in ("train", "test") for f in visible_folders(root)):
+        return load_raf_db_folders(root)
     if not listing.is_file():
         raise UserError(f"RAF-DB: label file {rel(root, listing)} not found in {root}")
     images = root / "Image" / ("aligned" if aligned else "original")
@@ -50,4 +56,29 @@ def load_raf_db(root: str | Path, aligned: bool = True) -> SourceDataset:
         prefix = name.split("_")[0]
         split = prefix if prefix in ("train", "test") else None
         items.append(file_item(root, path, None if reason else _RAF_CODES[code], reason, split=split))
-    return finish("raf-db", list(EXPRESSIONS), items, warnings)
+    return finish("raf-db", list(EXPRESSIONS), items, warnings, root)
+
+
+def load_raf_db_folders(root: str | Path) -> SourceDataset:
+    """RAF-DB as the image-folder copy people share: ``train/<class>/`` (split "train") and
+    ``test/<class>/`` ("test"), a class folder named by its RAF-DB code (1 surprise ...
+    7 neutral) or by an expression name or alias. The images of any other folder are
+    skipped, with a warning. No subjects. Classes: the 7 of `EXPRESSIONS`, in its order.
+    """
+    root = dataset_root(root)
+    named = among(EXPRESSIONS)
+
+    def label_of(name: str) -> str | None:
+        if name.isdigit():
+            return _RAF_CODES[int(name)] if 1 <= int(name) < len(_RAF_CODES) else None
+        return named(name)
+
+    items, warnings = [], []
+    for folder in visible_folders(root):
+        split = folder.name.lower()
+        if split not in ("train", "test"):
+            continue
+        found, problems = folder_items(root, folder, label_of, split=split)
+        items += found
+        warnings += problems
+    return finish("raf-db", list(EXPRESSIONS), items, warnings, root)

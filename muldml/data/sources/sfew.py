@@ -29,4 +29,4 @@ def load_sfew(root: str | Path) -> SourceDataset:
         found, problems = folder_items(root, folder, among(EXPRESSIONS), split=split)
         items += found
         warnings += problems
-    return finish("sfew", list(EXPRESSIONS), items, warnings)
+    return finish("sfew", list(EXPRESSIONS), items, warnings, root)

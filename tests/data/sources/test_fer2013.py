@@ -61,3 +61,31 @@ def test_ferplus_needs_its_file_with_matching_rows(tmp_path):
     (root / "fer2013.csv").unlink()
     with pytest.raises(UserError, match="fer2013.csv not found"):
         load_source("fer2013", root)
+
+
+def test_ferplus_image_folders(tmp_path):
+    """FERPlus as its own script writes it: FER2013Train|Valid|Test/ with PNGs and label.csv."""
+    from source_layouts import by_key, votes, write
+
+    rows = {"FER2013Train": [("fer0000000.png", votes(happiness=8, neutral=2)), ("fer0000001.png", votes(contempt=6)),
+                             ("fer0000002.png", votes(neutral=5, sadness=5))],
+            "FER2013Valid": [("fer0000003.png", votes(surprise=9, NF=1)), ("fer0000099.png", votes(anger=10))],
+            "FER2013Test": [("fer0000004.png", votes(unknown=10))]}
+    for folder, entries in rows.items():
+        for image, _ in entries:
+            if image != "fer0000099.png":  # listed but missing
+                write(tmp_path / folder / image)
+        (tmp_path / folder / "label.csv").write_text("".join(f'{image},"(0, 0, 48, 48)",{v}\n' for image, v in entries))
+    write(tmp_path / "FER2013Test" / "fer0000005.png")  # not in label.csv
+    data = load_source("ferplus", tmp_path)
+    assert data.classes == list(CANONICAL_CLASSES)
+    assert [(item.key, item.label, item.split, item.skip_reason) for item in data.items] == [
+        ("FER2013Test/fer0000004.png", None, "test", "FERPlus majority unknown"),
+        ("FER2013Test/fer0000005.png", None, "test", "not in label.csv"),
+        ("FER2013Train/fer0000000.png", "happiness", "train", None),
+        ("FER2013Train/fer0000001.png", "contempt", "train", None),
+        ("FER2013Train/fer0000002.png", None, "train", "tied FERPlus vote"),
+        ("FER2013Valid/fer0000003.png", "surprise", "val", None)]
+    assert data.warnings == ["FER2013Valid/label.csv: fer0000099.png not found"]
+    (tmp_path / "FER2013Test" / "label.csv").write_text(f"fer0000004.png,(0, 0, 48, 48),{votes(fear=3)}\n")
+    assert by_key(load_source("ferplus", tmp_path))["FER2013Test/fer0000004.png"].label == "fear"  # box unquoted
