@@ -94,7 +94,7 @@ class Config:
     tau_max: float = 0.75
     tau_step: float = 0.1
     dual: bool = True
-    lam: float | None = None  # λ; None: 0.5/N
+    lam: float | None = None  # λ; None: 0.5/N (a baseline's metric loss: 0.05, muldml.baselines)
     backend: str = "auto"
     # Baselines (Tables V–VI): another metric loss in place of the triplet loss
     metric_loss: str = "triplet"  # triplet (Eq. 2 / 10) | circle | hist
@@ -118,6 +118,9 @@ class Config:
     crop: int | None = None  # default: image_size·224/236
     val_fraction: float = 0.2  # subject-independent hold-out when no split is given
     classes: list[str] = field(default_factory=list)  # filled from the data
+    # Cosine classifier (classifier_input cosine): logits s·cos(w_c, normalised slices)
+    cosine_scale: float = 16.0  # s, fixed or (learn_cosine_scale) its starting value
+    learn_cosine_scale: bool = True
 
     @property
     def margins(self) -> list[float]:
@@ -219,6 +222,7 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "hist_alpha": (0, math.inf, True, False),
     "hist_lambda_s": (0, math.inf, True, False),
     "hist_hidden": (1, math.inf, True, False),
+    "cosine_scale": (0, math.inf, False, False),
     "num_workers": (0, math.inf, True, False),
     "grad_cache": (2, math.inf, True, False),  # a chunk of one image breaks BatchNorm in train mode
 }

@@ -23,6 +23,7 @@ from muldml.config import Config
 from muldml.data.folder import FaceDataset, Sample
 from muldml.model import MulDMLNet
 from muldml.plots import plot_confusion, plot_curves
+from muldml.regime import regime_section
 from muldml.report import Report
 
 
@@ -65,7 +66,14 @@ def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config],
     predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers, tta=tta)
     metrics = compute_metrics([s.label for s in samples], predictions, cfg.classes)
     metrics["tta"] = tta
-    report = write_report(out, cfg, metrics, history, title, note) if out is not None else None
+    similarity = None
+    if out is not None and cfg.num_slices > 1 and len(samples) > 1:
+        from muldml.diversity import slice_cka
+        from muldml.studies.measures import embed
+
+        similarity = slice_cka(embed(model, samples, cfg, device)[0], cfg.num_slices).numpy()
+        metrics["slice_cka"] = similarity.tolist()
+    report = write_report(out, cfg, metrics, history, title, note, similarity) if out is not None else None
     return Evaluation(metrics, predictions, cfg, report)
 
 
@@ -111,8 +119,11 @@ def _confusion_csv(metrics: dict) -> str:
 
 
 def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[dict] | None = None,
-                 title: str | None = None, note: str | None = None) -> Path:
-    """Write metrics, confusion matrix, plots and report.md into `out`; returns report.md."""
+                 title: str | None = None, note: str | None = None, slice_similarity=None) -> Path:
+    """Write metrics, confusion matrix, plots and report.md into `out`; returns report.md.
+
+    slice_similarity: (N, N) linear CKA between the slices (muldml.diversity), for the
+    threshold-regime section."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "metrics.json", metrics)
@@ -130,4 +141,5 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
         report.image("training curves", "curves.png")
+        regime_section(report, history, out, slice_similarity)
     return report.settings(cfg.to_dict()).write(out / "report.md")

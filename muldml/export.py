@@ -48,7 +48,7 @@ class InferenceNet(nn.Module):
         super().__init__()
         self.backbone, self.embedding = net.backbone, net.embedding  # embedding: M = [M_1 … M_N]
         self.num_slices, self.slice_dim = net.num_slices, net.slice_dim
-        self.normalized, self.multitask = net.classifier_input == "normalized", net.multitask
+        self.normalized, self.multitask = net.normalizes_slices, net.multitask
         self.classifiers = net.classifiers if net.multitask else nn.ModuleList([net.classifier])
         self.with_embedding = embedding
         self.eval()

@@ -86,3 +86,34 @@ def test_init_bad_files(tmp_path):
     torch.save({"foo": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(UserError, match="no backbone weights"):
         load_init(net, tmp_path / "foreign.pt")
+
+
+def test_cosine_classifier_reads_the_normalised_slices_with_a_scale():
+    from muldml.model import CosineClassifier, MulDMLNet
+
+    torch.manual_seed(0)
+    net = MulDMLNet(4, num_slices=2, slice_dim=8, classifier_input="cosine", cosine_scale=10.0, dropout=0.0).eval()
+    x = torch.randn(3, 3, 32, 32)
+    out = net(x)
+    features = torch.nn.functional.normalize(out.embedding.view(3, 2, 8), dim=2).flatten(1)
+    weight = torch.nn.functional.normalize(net.classifier.weight, dim=1)
+    expected = 10.0 * torch.nn.functional.normalize(features, dim=1) @ weight.T
+    torch.testing.assert_close(out.logits, expected)
+    assert out.logits.abs().max() <= 10.0 + 1e-5  # |logit| ≤ s
+    # Learnt scale: a parameter that receives a gradient; fixed: a buffer.
+    out.logits.sum().backward()
+    assert isinstance(net.classifier.log_scale, torch.nn.Parameter) and net.classifier.log_scale.grad is not None
+    fixed = CosineClassifier(8, 4, scale=5.0, learn_scale=False)
+    assert "log_scale" in dict(fixed.named_buffers()) and not any(n == "log_scale" for n, _ in fixed.named_parameters())
+    assert float(fixed.scale) == pytest.approx(5.0)
+    multitask = MulDMLNet(4, num_slices=2, slice_dim=8, classifier_input="cosine", multitask=True).eval()
+    assert multitask(x).logits.shape == (2, 3, 4)
+
+
+def test_inference_form_of_the_cosine_classifier_matches_the_network():
+    from muldml.export import InferenceNet
+
+    torch.manual_seed(1)
+    net = MulDMLNet(4, num_slices=2, slice_dim=8, classifier_input="cosine").eval()
+    x = small_input(size=32)
+    torch.testing.assert_close(InferenceNet(net)(x)[0], net(x).logits)

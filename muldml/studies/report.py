@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from muldml import io as atomic
+from muldml.baselines import baseline_weight
 from muldml.report import Report
 from muldml.studies import figures
 from muldml.studies.definitions import Study
 from muldml.studies.paper import NOT_AVAILABLE, paper_tau_star, paper_value
-from muldml.studies.runner import StudyContext, resolve_tau_star
+from muldml.studies.runner import StudyContext, resolve_baseline, resolve_tau_star
 
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
@@ -28,12 +29,20 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
 
     mean, std = stats([r["accuracy"] for r in runs])
     val_mean, val_std = stats([r.get("val_accuracy") for r in runs])
+    best = [r["best_val_epoch"] for r in runs if r.get("best_val_epoch") is not None]
     return {"mean": mean, "std": std, "n": len(runs), "val_mean": val_mean, "val_std": val_std,
+            "best_val_epochs": best,
             "accuracies": [r["accuracy"] for r in runs], "runs": sorted({r["dir"].rsplit("/", 2)[0] for r in runs})}
 
 
 def _pm(mean: float | None, std: float | None) -> str:
     return "—" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _epochs(values: list[int]) -> str:
+    if not values:
+        return "—"
+    return f"{int(np.median(values))} ({min(values)}–{max(values)})" if len(values) > 1 else str(values[0])
 
 
 def _paper(value: float | None) -> str:
@@ -79,9 +88,13 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         report.table(["", *columns], [[g, *(f"{_pm(by[g, c]['mean'], by[g, c]['std'])} ({_paper(by[g, c]['paper'])})"
                                           for c in columns)] for g in grid_rows])
     else:
-        report.table(["model", "accuracy (%)", "validation accuracy (%)", "paper (%)", "runs"],
-                     [[r["label"], _pm(r["mean"], r["std"]), _pm(r["val_mean"], r["val_std"]), _paper(r["paper"]), r["n"]]
-                      for r in rows])
+        report.table(["model", "accuracy (%)", "validation accuracy (%)", "paper (%)", "runs", "best epoch (val)"],
+                     [[r["label"], _pm(r["mean"], r["std"]), _pm(r["val_mean"], r["val_std"]), _paper(r["paper"]), r["n"],
+                       _epochs(r["best_val_epochs"])] for r in rows])
+        report.paragraph("Best epoch (val): per run, the epoch with the highest validation accuracy on held-out "
+                         "training subjects, the epochs each model needed (median, range over runs); the accuracy "
+                         "columns are still the last epoch's.")
+    _regime_warning(results, report)
     if study.selects_tau_star:
         summary["tau_star"] = _nested_tau_star(ctx, study, results, report)
     elif tau_rows:
@@ -97,7 +110,10 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         report.table(["cell", "settings"], [[label, ", ".join(f"{k} = {v:g}" for k, v in values.items())]
                                             for label, values in baselines.items()])
         summary["baseline_settings"] = baselines
+        summary["baseline_choice"] = _baseline_choice(ctx, study, report)
 
+    if study.name == "baselines":
+        _loss_terms(ctx, results, folder, report)
     if study.figure is None or study.figure in ("fig3",):
         figures.plot_accuracy([r["label"] for r in rows], [r["mean"] or 0 for r in rows], [r["std"] or 0 for r in rows],
                               [r["paper"] for r in rows], folder / "accuracy.png", f"{study.source}: {study.title}")
@@ -120,6 +136,39 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     return report.write(folder / "report.md")
 
 
+def _regime_warning(results: dict[str, list[dict]], report: Report) -> None:
+    """The runs in which every slice stayed ≥ 99% active for most of training (muldml.regime)."""
+    from muldml.regime import UNDIFFERENTIATED
+
+    flagged = {label: sum(bool(r.get("undifferentiated")) for r in runs) for label, runs in results.items()}
+    flagged = {label: n for label, n in flagged.items() if n}
+    if flagged:
+        report.paragraph(f"**Warning: {UNDIFFERENTIATED}** — in " + ", ".join(
+            f"{n} of {len(results[label])} run(s) of {label}" for label, n in flagged.items())
+            + " every slice's hinges stayed ≥ 99% active for most epochs, so the slices got the same gradients "
+              "whatever their thresholds (each run's report.md shows its per-slice active fractions).")
+
+
+def _loss_terms(ctx: StudyContext, results: dict[str, list[dict]], folder: Path, report: Report) -> None:
+    """Every model's training loss terms per epoch (mean over runs): is the metric loss learning,
+    and does it dwarf the cross-entropy?"""
+    from muldml.plots import plot_loss_terms
+
+    curves = {}
+    for label, runs in results.items():
+        histories = [h for h in (figures.read_history(ctx.out / r["dir"]) for r in runs) if h]
+        if histories:
+            length = min(len(h) for h in histories)
+            curves[label] = {term: [float(np.mean([h[e][f"train_{term}"] for h in histories])) for e in range(length)]
+                             for term in ("ce", "metric") if all(f"train_{term}" in h[0] for h in histories)}
+    if curves:
+        plot_loss_terms(curves, folder / "loss_terms.png", "Training loss terms")
+        report.paragraph("Training cross-entropy (solid) and the weighted metric loss (dashed) per epoch, mean over "
+                         "runs; each run's history.csv also holds the metric loss's share of the loss and of the "
+                         "gradient at the embedding.")
+        report.image("loss terms", "loss_terms.png")
+
+
 def _baseline_settings(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     """Per cell trained with a baseline's metric loss: its hyper-parameters and λ."""
     out = {}
@@ -129,9 +178,33 @@ def _baseline_settings(results: dict[str, list[dict]]) -> dict[str, dict[str, fl
         if kind == "triplet":
             continue
         values = {k: v for k, v in cfg.items() if k.startswith(f"{kind}_")}
-        values["lam"] = cfg["lam"] if cfg["lam"] is not None else 0.5 / cfg["num_slices"]
+        values["lam"] = baseline_weight(cfg["lam"])
         out[label] = values
     return out
+
+
+def _baseline_choice(ctx: StudyContext, study: Study, report: Report) -> list[dict]:
+    """Per baseline cell, fold and seed: the settings chosen on validation and their source."""
+    from muldml.baselines.selection import GRIDS
+
+    rows = []
+    for cell in study.cells:
+        for seed in ctx.seeds:
+            for fold in ctx.protocol.folds:
+                chosen, source = resolve_baseline(ctx, study, cell, fold, seed, train=False)
+                if source:
+                    rows.append({"cell": cell.label, "seed": seed, "fold": fold.name, "chosen": chosen, "source": source})
+    if rows:
+        grids = "; ".join(f"{name}: " + ", ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in values)}}}"
+                                                  for k, values in grid.items()) for name, grid in GRIDS.items())
+        report.paragraph(f"Where the source below says so, a baseline's settings were chosen per fold and seed like "
+                         f"τ*: every point of its grid ({grids}) is trained, and the one with the highest validation "
+                         "accuracy on held-out training subjects is the baseline's result in that fold (settings "
+                         "given explicitly are not searched).")
+        report.table(["cell", "seed", "fold", "chosen", "source"],
+                     [[r["cell"], r["seed"], r["fold"], ", ".join(f"{k} = {v:g}" for k, v in r["chosen"].items()) or "—",
+                       r["source"]] for r in rows])
+    return rows
 
 
 def _tau_star_rows(ctx: StudyContext) -> list[list[Any]]:

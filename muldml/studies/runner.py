@@ -18,6 +18,7 @@ official validation split when the data also has a test split.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from muldml.config import Config, Runtime, preset_config
 from muldml.data.folder import Sample, originals
 from muldml.errors import UserError
 from muldml.protocol import Fold, Protocol, make_protocol
+from muldml.regime import undifferentiated
 from muldml.studies.definitions import STUDIES, Cell, Study
 from muldml.training.checkpoint import CHECKPOINT
 
@@ -143,7 +145,8 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
         "accuracy": tested.metrics["accuracy"], "num_test": tested.metrics["num_samples"],
         "confusion": tested.metrics["confusion"], "classes": list(cfg.classes),
         "val_accuracy": history[-1].get("val_acc") if history else None, "num_val": len(fold.val),
-        "num_train": len(fold.train), "epochs": len(history),
+        "num_train": len(fold.train), "epochs": len(history), "best_val_epoch": best_val_epoch(history),
+        "undifferentiated": undifferentiated(history),
         "interclass_val": interclass_histograms(val_embeddings, val_labels, cfg.num_slices),
         "incomplete": incomplete or None,
         "config": cfg.to_dict(),
@@ -154,9 +157,19 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
     return result
 
 
+def best_val_epoch(history: list[dict]) -> int | None:
+    """The epoch with the highest validation accuracy (the earliest of ties): how long the
+    model needed, judged on validation subjects, never on test images. None without validation."""
+    scored = [(row["val_acc"], -row["epoch"]) for row in history if row.get("val_acc") is not None]
+    return -max(scored)[1] if scored else None
+
+
 def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int) -> dict:
     """The result of `cell` on `fold` with `seed`, training it unless a study did already."""
     tau = resolve_tau_star(ctx, fold, seed)[0] if cell.uses_tau_star else None
+    chosen, _ = resolve_baseline(ctx, study, cell, fold, seed)
+    if chosen:  # the grid point chosen on validation: the same run folder as its grid run
+        cell = dataclasses.replace(cell, overrides=cell.overrides + tuple(chosen.items()))
     cfg = ctx.config(cell, tau, seed)
     out = run_dir(ctx, cfg, fold, seed)
     result = ctx.done.get(out) or read_result(out)
@@ -193,6 +206,36 @@ def resolve_tau_star(ctx: StudyContext, fold: Fold, seed: int) -> tuple[float, s
     else:
         return min(scores)[1], "chosen in this fold by table2 on validation subjects (nested)"
     return ctx.config(Cell("", "s-dual-triplet"), None, seed).tau_star, "from the configuration (not chosen on this data)"
+
+
+def resolve_baseline(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int,
+                     train: bool = True) -> tuple[dict[str, Any], str]:
+    """A baseline cell's hyper-parameters in this fold and seed, with where they came from:
+    its grid (muldml.baselines.selection) trained and chosen on validation subjects, the
+    settings given explicitly being fixed; ({}, source) when nothing is searched (not a
+    baseline, every field given, quick mode). train=False only reads finished runs (for
+    the report): ({}, "not chosen yet") when one is missing."""
+    from muldml.baselines.selection import SOURCE, choose, grid_points
+
+    metric_loss = preset_config(cell.preset).metric_loss
+    if metric_loss == "triplet":
+        return {}, ""
+    points = grid_points(metric_loss, fixed=set(ctx.base) | {k for k, _ in cell.overrides})
+    if not points:
+        return {}, "given (command line or configuration)"
+    if ctx.quick:
+        return {}, "preset defaults (quick mode searches no grid)"
+    scores = []
+    for point in points:
+        grid_cell = dataclasses.replace(cell, overrides=cell.overrides + tuple(point.items()))
+        if train:
+            result = run_cell(ctx, study, grid_cell, fold, seed)
+        else:
+            result = read_result(run_dir(ctx, ctx.config(grid_cell, None, seed), fold, seed))
+            if result is None:
+                return {}, "not chosen yet (grid runs missing)"
+        scores.append(result.get("val_accuracy"))
+    return points[choose(points, scores)], SOURCE
 
 
 def run_study(ctx: StudyContext, study: Study) -> dict[str, list[dict]]:

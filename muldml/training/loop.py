@@ -26,6 +26,7 @@ from torch import nn
 from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import vote
 from muldml.outputs import TripletLossOutput
+from muldml.regime import hinge_margins
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,12 +49,19 @@ class Precision:
 
 @dataclass
 class StepOutput:
-    """One step's loss (scalar, detached), cross-entropy, triplet diagnostics and logits."""
+    """One step's loss (scalar, detached), cross-entropy, triplet diagnostics and logits.
+
+    embedding: (B, N·d) detached, for the per-slice hinge margins; gradient_norms: (2,)
+    norms of the cross-entropy's and the metric loss's gradients at the embedding (None
+    when not measured).
+    """
 
     loss: torch.Tensor
     ce: torch.Tensor
     triplet: TripletLossOutput | None
     logits: torch.Tensor
+    embedding: torch.Tensor | None = None
+    gradient_norms: torch.Tensor | None = None
 
 
 def _loss(triplet_loss, embedding, logits, labels) -> tuple[torch.Tensor, torch.Tensor, TripletLossOutput | None]:
@@ -61,6 +69,17 @@ def _loss(triplet_loss, embedding, logits, labels) -> tuple[torch.Tensor, torch.
     if triplet_loss is None:
         return ce, ce, None
     return ce + triplet_loss(embedding, labels), ce, triplet_loss.last_output
+
+
+def _gradient_norms(ce: torch.Tensor, loss: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor | None:
+    """(2,) norms of d(CE)/d(embedding) and d(metric term)/d(embedding), the metric term
+    being loss − CE (λ included): two extra backward passes through the head only, the
+    graph kept for the step's own backward. None for softmax-only steps."""
+    metric = loss - ce
+    if not metric.requires_grad or not embedding.requires_grad:
+        return None
+    grads = [torch.autograd.grad(term, embedding, retain_graph=True, allow_unused=True)[0] for term in (ce, metric)]
+    return torch.stack([torch.zeros((), device=embedding.device) if g is None else g.float().norm() for g in grads])
 
 
 def _rng_snapshot(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -95,16 +114,20 @@ def train_step(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None,
         with precision.autocast(images.device):
             out = model(images)
             loss, ce, triplet = _loss(triplet_loss, out.embedding, out.logits, labels)
+        norms = _gradient_norms(ce, loss, out.embedding) if triplet_loss is not None else None
         _backward(loss, precision)
-        logits = out.logits.detach()
+        logits, embedding = out.logits.detach(), out.embedding.detach()
     else:
         loss, ce, triplet, logits = _cached_backward(model, triplet_loss, images, labels, precision, sizes)
+        # Under gradient caching the cross-entropy reaches the embedding only through the
+        # classifier, outside the cached graph: the gradient shares are not measured.
+        embedding, norms = None, None
     if precision.scaler is not None:
         precision.scaler.step(optimizer)
         precision.scaler.update()
     else:
         optimizer.step()
-    return StepOutput(loss.detach(), ce.detach(), triplet, logits)
+    return StepOutput(loss.detach(), ce.detach(), triplet, logits, embedding, norms)
 
 
 def _backward(loss: torch.Tensor, precision: Precision) -> None:
@@ -176,6 +199,16 @@ class Meter:
     triplet do not pull the mean towards 0. The active fraction is active hinge terms
     over all hinge terms of the epoch. Under DDP the triplet output is the global batch's
     (the same on every process); sample counts are reduced over processes by ``reduce``.
+
+    Every loss term is logged: ``metric`` is the metric loss as it enters the total
+    (λ·Σ_i w_i·loss_i, or λ·Circle / λ·HIST), per sample like the cross-entropy, and
+    ``metric_share`` its share of the total loss. ``margin_i`` is the mean hinge margin
+    d(a,n*) − d(a,p*) of slice i over the epoch's triplets (muldml.regime; not measured
+    under gradient caching or when the loss mines over other processes' rows).
+    The gradient norms at the embedding (``grad_ce``, ``grad_metric``) are a running mean
+    over every training batch of the epoch, measured by autograd on the batch before its
+    backward pass (rank 0's under DDP; not under gradient caching), and ``grad_metric_share``
+    is grad_metric / (grad_ce + grad_metric) of those means.
     """
 
     num_slices: int
@@ -187,10 +220,32 @@ class Meter:
     seconds: float = 0.0
     triplet: list[float] = field(default_factory=list)
     active: list[int] = field(default_factory=list)
+    metric: float | None = None  # Σ batch metric term × batch size; None: no metric loss
+    margin: list[float] | None = None  # per slice Σ d(a,n*) − d(a,p*); None: not measured
+    margin_triplets: int = 0
+    gradient_norms: list[float] | None = None  # Σ over batches of (|g_ce|, |g_metric|)
+    gradient_batches: int = 0
+    metric_terms: dict[str, float] = field(default_factory=dict)  # a loss's own parts (HIST: L_D, L_S), Σ × batch size
 
     def __post_init__(self) -> None:
         self.triplet = [0.0] * self.num_slices
         self.active = [0] * self.num_slices
+
+    def add_diagnostics(self, step: "StepOutput", batch: int, slice_dim: int | None = None, normalize: bool = True,
+                        terms: dict[str, torch.Tensor] | None = None) -> None:
+        """Add one step's metric term, hinge margins (given slice_dim) and gradient norms."""
+        self.metric = (self.metric or 0.0) + float(step.loss - step.ce) * batch
+        for name, value in (terms or {}).items():
+            self.metric_terms[name] = self.metric_terms.get(name, 0.0) + float(value) * batch
+        if step.triplet is not None and step.embedding is not None and slice_dim is not None:
+            sums = hinge_margins(step.embedding, step.triplet, slice_dim, normalize)
+            if sums is not None:
+                self.margin = [a + b for a, b in zip(self.margin or [0.0] * len(sums), sums.tolist())]
+                self.margin_triplets += int(step.triplet.num_triplets)
+        if step.gradient_norms is not None:
+            norms = step.gradient_norms.tolist()
+            self.gradient_norms = [a + b for a, b in zip(self.gradient_norms or [0.0, 0.0], norms)]
+            self.gradient_batches += 1
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, ce: torch.Tensor,
             triplet: TripletLossOutput | None) -> None:
@@ -209,6 +264,8 @@ class Meter:
         """Sum samples, correct and cross-entropy over processes (a callable on a list of floats)."""
         self.samples, self.correct, self.ce = sum_over_processes([self.samples, self.correct, self.ce])
         self.samples, self.correct = int(self.samples), int(self.correct)
+        if self.metric is not None:  # the same value on every process, weighted by each one's rows
+            self.metric = sum_over_processes([self.metric])[0]
 
     def row(self, prefix: str) -> dict[str, float]:
         """Plain floats (checkpoints hold no numpy objects)."""
@@ -217,7 +274,26 @@ class Meter:
         for i in range(self.num_slices):
             row[f"{prefix}_triplet_{i}"] = self.triplet[i] / max(self.triplets, 1)
             row[f"{prefix}_active_{i}"] = self.active[i] / max(self.terms, 1)
+        if self.metric is not None:
+            row[f"{prefix}_metric"] = self.metric / n
+            row[f"{prefix}_metric_share"] = self.metric / max(self.ce + self.metric, 1e-12)
+        for name, value in self.metric_terms.items():
+            row[f"{prefix}_metric_{name}"] = value / n
+        if self.margin is not None:
+            for i, value in enumerate(self.margin):
+                row[f"{prefix}_margin_{i}"] = value / max(self.margin_triplets, 1)
+        if self.gradient_norms is not None:
+            g_ce, g_metric = (v / self.gradient_batches for v in self.gradient_norms)
+            row[f"{prefix}_grad_ce"], row[f"{prefix}_grad_metric"] = g_ce, g_metric
+            row[f"{prefix}_grad_metric_share"] = g_metric / max(g_ce + g_metric, 1e-30)
         return row
+
+
+def _loss_terms(metric_loss: nn.Module) -> dict[str, torch.Tensor]:
+    """The parts of a metric loss that has several (HIST: distribution and tuplet losses,
+    before its weight λ), from its last call."""
+    terms = getattr(metric_loss, "last_terms", None)
+    return {} if terms is None else {"distribution": terms[0], "tuplet": terms[1]}
 
 
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
@@ -245,8 +321,11 @@ def run_epoch(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None, 
             with torch.no_grad(), precision.autocast(device):
                 out = model(images)
                 loss, ce, triplet = _loss(triplet_loss, out.embedding, out.logits, labels)
-            step = StepOutput(loss, ce, triplet, out.logits)
+            step = StepOutput(loss, ce, triplet, out.logits, out.embedding)
         meter.add(step.logits, labels, step.ce, step.triplet)
+        if triplet_loss is not None:
+            meter.add_diagnostics(step, len(labels), getattr(triplet_loss, "slice_dim", None),
+                                  getattr(triplet_loss, "normalize", True), _loss_terms(triplet_loss))
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{float(step.loss):.3f}", acc=f"{meter.correct / meter.samples:.2f}")

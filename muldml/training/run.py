@@ -4,7 +4,8 @@ studies call, in one process or under torchrun.
 A run folder holds ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
 checkpoint.py) and ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
 slice's triplet loss and active fraction, accuracy for train and val, training images per
-second and peak memory). ``resume=True`` continues from the checkpoint and reaches the same
+second and peak memory; and every loss term with its share and the threshold regime's
+diagnostics, see training/loop.Meter and muldml/regime.py). ``resume=True`` continues from the checkpoint and reaches the same
 final weights as an uninterrupted run: every epoch reseeds its random streams from (seed,
 epoch, rank), and each image is augmented from its own seed (data/samplers.py), so neither
 loader workers nor the point of interruption change what is drawn.
@@ -40,6 +41,7 @@ from muldml.data.samplers import PKSampler, SeededDataset, ShardedBatches, rando
 from muldml.errors import UserError
 from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import MulDMLNet, load_init
+from muldml.regime import ALL_ACTIVE, UNDIFFERENTIATED, undifferentiated
 from muldml.training.checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, lr_factor, rng_state,
                                         save_checkpoint, set_rng_state, write_history)
 from muldml.training.distributed import Processes, restart_count, setup, sum_over_processes, teardown
@@ -53,23 +55,22 @@ THROUGHPUT_COLUMNS = ("images_per_s", "peak_memory_mb")
 def build_model(cfg: Config) -> MulDMLNet:
     """The network `cfg` describes, on the CPU, freshly initialised."""
     return MulDMLNet(len(cfg.classes), cfg.num_slices, cfg.slice_dim, cfg.classifier_input,
-                     cfg.multitask, cfg.dropout)
+                     cfg.multitask, cfg.dropout, cfg.cosine_scale, cfg.learn_cosine_scale)
 
 
 def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
     """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
     baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
     all_gather: mine over all processes' rows (default: when running distributed)."""
-    lam = 0.5 / cfg.num_slices if cfg.lam is None else cfg.lam
     if cfg.metric_loss == "circle":
-        from muldml.baselines import CircleMetricLoss
+        from muldml.baselines import CircleMetricLoss, baseline_weight
 
-        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=lam)
+        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=baseline_weight(cfg.lam))
     if cfg.metric_loss == "hist":
-        from muldml.baselines import HISTLoss
+        from muldml.baselines import HISTLoss, baseline_weight
 
         return HISTLoss(len(cfg.classes), cfg.num_slices * cfg.slice_dim, cfg.hist_tau, cfg.hist_alpha,
-                        cfg.hist_lambda_s, cfg.hist_hidden, lam=lam)
+                        cfg.hist_lambda_s, cfg.hist_hidden, lam=baseline_weight(cfg.lam))
     if not cfg.margins:
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
@@ -281,4 +282,6 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     bar.close()
     if board is not None:
         board.close()
+    if procs.main and undifferentiated(history):
+        print(f"warning: {UNDIFFERENTIATED} (every slice ≥ {100 * ALL_ACTIVE:g}% active in most epochs)")
     return state if state is not None else load_checkpoint(out / CHECKPOINT)

@@ -118,3 +118,12 @@ def test_images_without_subjects_need_the_explicit_flag():
     assert "Image-level split" in protocol.description
     assert not {s.path for s in fold.val} & {s.path for s in fold.train}
     assert {s.split for s in fold.test} == {"val"}
+
+
+def test_best_val_epoch_is_the_earliest_best_validation_accuracy():
+    from muldml.studies.runner import best_val_epoch
+
+    history = [{"epoch": 1, "val_acc": 0.3}, {"epoch": 2, "val_acc": 0.6}, {"epoch": 3, "val_acc": 0.6},
+               {"epoch": 4, "val_acc": 0.5}]
+    assert best_val_epoch(history) == 2
+    assert best_val_epoch([{"epoch": 1, "train_acc": 0.5}]) is None

@@ -104,6 +104,50 @@ def test_bf16_autocast_step_on_cpu():
     assert loss.last_output.loss.dtype == torch.float32  # the loss promotes bf16 embeddings
 
 
+def test_step_measures_each_loss_terms_gradient_at_the_embedding():
+    from muldml.baselines import CircleMetricLoss
+    from muldml.training.loop import cross_entropy, train_step
+
+    images, labels = batch()
+    for metric_loss in (MultiThresholdTripletLoss(margins=[0.2, 0.5], slice_dim=8, backend="torch"),
+                        CircleMetricLoss(gamma=32.0, lam=0.5)):
+        net = resnet(0.0, frozen_norm=True)
+        out = net(images)
+        ce = cross_entropy(out.logits, labels)
+        metric = metric_loss(out.embedding, labels)
+        expected = [torch.autograd.grad(term, out.embedding, retain_graph=True)[0].norm() for term in (ce, metric)]
+        step = train_step(resnet(0.0, frozen_norm=True), metric_loss, images, labels,
+                          torch.optim.SGD(net.parameters(), lr=0.0))
+        torch.testing.assert_close(step.gradient_norms, torch.stack(expected).float())
+        assert float(step.loss - step.ce) == pytest.approx(float(metric.detach()), rel=1e-9)
+
+
+def test_meter_logs_the_metric_term_its_share_and_the_hinge_margins():
+    from muldml.training.loop import StepOutput
+
+    loss = MultiThresholdTripletLoss(margins=[0.2, 0.5], slice_dim=4, backend="torch")
+    gen = torch.Generator().manual_seed(4)
+    meter = Meter(num_slices=2)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    expected_margin, metrics = 0.0, []
+    for _ in range(2):
+        embedding = torch.randn(6, 8, generator=gen)
+        metric = loss(embedding, labels)
+        step = StepOutput(torch.tensor(1.0) + metric, torch.tensor(1.0), loss.last_output, torch.zeros(6, 3), embedding,
+                          torch.tensor([3.0, 1.0]))
+        meter.add(step.logits, labels, step.ce, step.triplet)
+        meter.add_diagnostics(step, len(labels), loss.slice_dim, loss.normalize)
+        metrics.append(float(metric))
+        x = torch.nn.functional.normalize(embedding[:, :4], dim=1)
+        d = torch.cdist(x, x)
+        expected_margin += sum(float(d[a][labels != labels[a]].min() - d[a][(labels == labels[a])].max()) for a in range(6))
+    row = meter.row("train")
+    assert row["train_metric"] == pytest.approx(sum(metrics) / 2)
+    assert row["train_metric_share"] == pytest.approx(sum(metrics) / (2 + sum(metrics)))
+    assert row["train_margin_0"] == pytest.approx(expected_margin / 12, rel=1e-5)
+    assert row["train_grad_ce"] == 3.0 and row["train_grad_metric"] == 1.0 and row["train_grad_metric_share"] == 0.25
+
+
 def test_gradient_cache_chunks_never_leave_one_image_for_batchnorm():
     from muldml.training.loop import chunk_sizes
 
