@@ -12,14 +12,16 @@ from pathlib import Path
 from muldml.config import Runtime, preset_config
 from muldml.data.classes import EXPRESSIONS
 from muldml.data.folder import scan_folder
-from muldml.data.splits import subject_holdout
 from muldml.evaluate import evaluate
+from muldml.protocol import holdout
 from muldml.report import Report
 from muldml.training import check_writable, fit
+from muldml.training.runfolder import write_result
 
 DEMO_PRESETS = ("cnn", "mul-dml")
 # From scratch on 64-px faces: a larger learning rate than the paper's fine-tuning 5e-6.
 DEMO_SETTINGS = dict(lr=1e-3, batch_size=96, image_size=64, epochs=25, seed=0)
+DEMO_VAL_FRACTION = 0.25
 DEMO_SUBJECTS = 60
 DEMO_IMAGES_PER_EXPRESSION = 3
 # The generated faces: muldml demo's and muldml study --demo's.
@@ -38,8 +40,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
     data = write_demo_dataset(out / "data", **(DEMO_FACES | {"num_subjects": subjects or DEMO_SUBJECTS}),
                               seed=0, progress=progress)
     samples, classes = scan_folder(data, EXPRESSIONS)
-    train_idx, val_idx = subject_holdout(samples, val_fraction=0.25, seed=0)
-    train_samples, val_samples = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    train_samples, val_samples = holdout(samples, DEMO_VAL_FRACTION, DEMO_SETTINGS["seed"])
+    policy = f"subject-independent hold-out: {DEMO_VAL_FRACTION:.0%} of the identities (seed {DEMO_SETTINGS['seed']})"
     print(f"demo faces: {len(samples)} images of {len({s.subject for s in samples})} identities; "
           f"{len(train_samples)} train / {len(val_samples)} validation (subject-independent)")
 
@@ -48,8 +50,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
         settings = DEMO_SETTINGS | ({"epochs": epochs} if epochs else {})
         cfg = preset_config(preset, **settings)
         cfg.classes = list(classes)
-        state = fit(cfg, train_samples, val_samples, out / preset, runtime, resume=True, progress=progress)
+        state = fit(cfg, train_samples, val_samples, out / preset, runtime, resume=True, progress=progress,
+                    split_policy=policy)
         results[preset] = evaluate(state, val_samples, out / preset, device=runtime.device, title=f"demo: {preset}").metrics
+        write_result(out / preset, {"command": "demo", "epochs": state["epoch"], "val_metrics": results[preset]})
         histories[preset] = state["history"]
 
     header = ["model", "accuracy", *classes]

@@ -9,6 +9,7 @@ and report.md holding the config, numbers and plots.
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,3 +121,57 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
         plot_curves(history, out / "curves.png", cfg.preset)
         report.image("training curves", "curves.png")
     return report.settings(cfg.to_dict()).write(out / "report.md")
+
+
+def evaluate_command(checkpoint: str | Path, data: str | Path, split: str | None, out: str | Path | None,
+                     subject_regex: str | None, runtime, progress: bool = False) -> Evaluation:
+    """`muldml evaluate`: score a run on the part of `data` that `split` names, never on its
+    training images unless asked (split 'train' or 'all', with a warning naming how many
+    scored images trained the run).
+
+    split: a manifest split; 'held-out' (images outside the run's recorded training images,
+    split.json); 'all'; None: test when the data has a test split, else val, else held-out.
+    Raises UserError for an empty selection, or 'held-out' for a run that recorded no split.
+    """
+    from muldml.data.folder import originals, scan_folder
+    from muldml.training import load_checkpoint
+    from muldml.training.runfolder import read_split
+
+    from muldml.errors import UserError
+
+    state = load_checkpoint(checkpoint)
+    samples, _ = scan_folder(data, state["config"]["classes"], subject_regex)
+    samples = originals(samples)
+    checkpoint = Path(checkpoint)
+    run = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    recorded = read_split(run)
+    trained = set(recorded["train"]["images"]) if recorded and "train" in recorded else set()
+    splits = {s.split for s in samples if s.split}
+    if split is None:
+        split = "test" if "test" in splits else "val" if "val" in splits else "held-out"
+    if split == "all":
+        chosen, what = list(samples), "every image (--split all)"
+    elif split == "held-out":
+        if recorded is None:
+            raise UserError(f"{run} records no split (split.json), so its training images are unknown: give "
+                            "--split all to score every image knowingly, or a manifest split")
+        chosen = [s for s in samples if str(Path(s.path).resolve()) not in trained]
+        what = (f"the images the run did not train on ({len(samples) - len(chosen)} training images of {data} "
+                "left out)")
+    else:
+        chosen = [s for s in samples if s.split == split]
+        what = f"split {split!r} of the manifest"
+    if not chosen:
+        raise UserError(f"no images to score in {data} for --split {split}")
+    overlap = sum(str(Path(s.path).resolve()) in trained for s in chosen)
+    note = None
+    if overlap:
+        note = (f"Warning: {overlap} of the {len(chosen)} scored images trained this run, so this is not a held-out "
+                "accuracy.")
+        print(f"muldml: warning: {note[9:]}", file=sys.stderr)
+    report_dir = Path(out) if out else run / "evaluation"
+    result = evaluate(state, chosen, report_dir, device=runtime.device, history=[], num_workers=runtime.workers,
+                      title=f"{state['config']['preset']} on {data}: {what}", progress=progress, note=note)
+    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(chosen)} images, "
+          f"{what}  ({result.report})")
+    return result

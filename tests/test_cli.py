@@ -23,9 +23,39 @@ def test_train_then_evaluate(data, tmp_path, capsys):
     assert "margins [0.25, 0.35, 0.45]" in out and "validation accuracy" in out
     for name in ("checkpoint.pt", "history.csv", "report.md", "confusion.png", "curves.png", "metrics.json"):
         assert (run / name).is_file(), name
+    # The run recorded its split: evaluate scores the held-out subjects, never the training images silently.
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]["subjects"]) == 3 and len(split["val"]["subjects"]) == 1
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--quiet"]) == 0
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert metrics["num_samples"] == 24 and metrics["classes"] == ["anger", "happiness", "surprise"]
+    assert metrics["num_samples"] == 6 and metrics["classes"] == ["anger", "happiness", "surprise"]
+    assert "did not train on (18 training images" in capsys.readouterr().out
+    # Every image, asked for explicitly: a warning names the overlap, in the console and the report.
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--split", "all", "--quiet"]) == 0
+    assert "18 of the 24 scored images trained this run" in capsys.readouterr().err
+    assert "18 of the 24 scored images trained this run" in (run / "evaluation" / "report.md").read_text()
+    assert json.loads((run / "result.json").read_text())["settings"]["preset"] == "mul-dml"
+
+
+def test_evaluate_defaults_to_the_test_split_of_a_manifest(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "faces", subjects=6, per_subject=1)
+    rows = ["path,label,subject,split,status"]
+    for f in sorted(root.rglob("*.png")):
+        subject = int(f.name[1:4])
+        part = "train" if subject < 4 else "val" if subject == 4 else "test"
+        # An empty status cell means ok: these rows are read, not dropped.
+        rows.append(f"{f.relative_to(root).as_posix()},{f.parent.name},S{subject},{part},{'ok' if subject else ''}")
+    rows.append("missing.png,anger,S9,train,skipped")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), *SMALL]) == 0
+    assert "1 of 19 row(s) left out (1 with status 'skipped')" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "on 3 images, split 'test' of the manifest" in out
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]["images"]) == 12 and len(split["val"]["images"]) == 3
+    assert len(split["test"]["images"]) == 3
 
 
 def test_config_file_then_command_line_overrides(data, tmp_path):

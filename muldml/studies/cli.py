@@ -32,7 +32,7 @@ DEMO_KEYS = ("lr", "image_size", "epochs")
 
 def add_study_parser(sub) -> argparse.ArgumentParser:
     """Register `study` on the `muldml` subcommands."""
-    from muldml.cli import add_config_options, add_runtime_options
+    from muldml.config import add_config_options, add_runtime_options
 
     lines = [f"  {name:10s} {study.source}: {study.title}" for name, study in STUDIES.items()]
     lines.append(f"  {ALL:10s} every study above, each shared run trained once")
@@ -58,6 +58,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--image-level-split", action="store_true",
                         help="data without subjects (RAF-DB, SFEW): split image by image, stated in the reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain runs in the folder that were made with other settings (default: refuse)")
     add_config_options(parser)
     add_runtime_options(parser)
     parser.set_defaults(run=cmd_study)
@@ -98,8 +100,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from muldml.cli import runtime_from_args
-    from muldml.config import preset_config
+    from muldml.config import preset_config, runtime_from_args
     from muldml.data.folder import scan_folder
     from muldml.errors import UserError
     from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study
@@ -126,13 +127,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     else:
         data = Path(args.data)
     samples, classes = scan_folder(data, None, args.subject_regex)
+    first_seed = preset_config("mul-dml", **base).seed
+    # The folds are those of `muldml cv --seed S` and the hold-out of `muldml train --seed S` (one policy,
+    # muldml.protocol), drawn with the first seed and kept for every repetition.
     protocol = make_protocol(samples, args.folds, args.split, preset_config("mul-dml", **base).val_fraction,
-                             args.image_level_split, default_folds=QUICK_FOLDS if args.quick else 10)
+                             args.image_level_split, default_folds=QUICK_FOLDS if args.quick else 10, seed=first_seed)
     check_study_folder(out, {"data": str(Path(data).resolve()), "protocol": protocol.description,
                              "folds": [f.name for f in protocol.folds], "common_settings": base, "classes": classes})
-    ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[base.get("seed", 0) + i for i in range(args.seeds)], base=base,
+    ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[first_seed + i for i in range(args.seeds)], base=base,
                        runtime=runtime, tau_star=args.tau_star, dataset=args.dataset, quick=args.quick,
-                       progress=not args.quiet, command=_command(args), keep_checkpoints=not args.quick)
+                       progress=not args.quiet, command=_command(args), keep_checkpoints=not args.quick,
+                       overwrite=args.overwrite)
     print(f"{len(samples)} images, {len(classes)} classes; {protocol.description}")
     for study in studies_for(args.name):
         print(f"== {study.name}: {study.source}, {study.title}")

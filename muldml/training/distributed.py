@@ -110,3 +110,59 @@ def sum_over_processes(values: list[float]) -> list[float]:
 def is_main() -> bool:
     """True in the process that logs, writes checkpoints and reports (rank 0)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are the global batch's, over all processes, for
+    the CPU (gloo), where torch's SyncBatchNorm does not run. Mean and biased variance are
+    two differentiable all-reduces (sums over processes, so gradients flow to every
+    process's rows); the running statistics update as torch's BatchNorm does (unbiased
+    variance over the global count). Outside training, or in a world of 1, it is BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed_world() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype))
+        mean = all_reduce(x.sum(dims)) / count
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """--sync-bn: BatchNorm layers normalise by the global batch's statistics. On CUDA torch's
+    SyncBatchNorm; on the CPU GlobalBatchNorm. State-dict keys and values stay the same, so
+    checkpoints load either way. Returns the converted model (the same object when possible)."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _to_global(model)
+
+
+def _to_global(module: torch.nn.Module) -> torch.nn.Module:
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                    module.track_running_stats)
+        reference = module.weight if module.affine else module.running_mean
+        if reference is not None:
+            converted.to(device=reference.device, dtype=reference.dtype)
+        converted.load_state_dict(module.state_dict())
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, _to_global(child))
+    return module
