@@ -5,7 +5,9 @@ Launch: ``torchrun --nproc-per-node K -m muldml train …``. torchrun sets RANK,
 and LOCAL_RANK; ``setup`` then joins the default process group (nccl on CUDA, gloo on the
 CPU) and gives process r the device cuda:LOCAL_RANK. A plain run is rank 0 of a world of 1.
 An elastic restart (torchrun --max-restarts) starts every process again with the same
-command; TORCHELASTIC_RESTART_COUNT > 0 then makes the run resume from its checkpoint.
+command; TORCHELASTIC_RESTART_COUNT > 0 then makes the run resume from its checkpoint, and
+the process group of each attempt keeps its keys apart in the rendezvous store
+(``attempt_store``).
 """
 from __future__ import annotations
 
@@ -63,6 +65,21 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
+def attempt_store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store of this attempt: torchrun's TCPStore at MASTER_ADDR:MASTER_PORT,
+    under a prefix holding the restart count.
+
+    Why: with torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE, the default) the store
+    outlives the workers, and a restarted process group would read the keys the previous
+    attempt left there: gloo then connects to the dead worker's old address ("Connection
+    refused") whenever a process reads a peer's key before the peer has rewritten it.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_store, multi_tenant=not agent_store)
+    return dist.PrefixStore(f"muldml/attempt-{restart_count()}", store)
+
+
 def setup(device_name: str) -> Processes:
     """Join the process group when launched by torchrun (or use the one already set up)
     and pick this process's device. Raises UserError for devices that do not exist."""
@@ -75,8 +92,9 @@ def setup(device_name: str) -> Processes:
         if device.type == "cuda":
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt_store(rank, world),
+                                rank=rank, world_size=world, device_id=device if device.type == "cuda" else None)
         rank, world, owns = dist.get_rank(), dist.get_world_size(), True
     else:
         return Processes(0, 1, device)
@@ -112,6 +130,23 @@ def is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """Sum of a tensor over processes; its gradient is the sum of the processes' gradients
+    (each process's loss depends on every process's rows through the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are the global batch's, over all processes, for
     the CPU (gloo), where torch's SyncBatchNorm does not run. Mean and biased variance are
@@ -127,8 +162,7 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and distributed_world() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _SumOverProcesses.apply
         dims = [0, *range(2, x.dim())]
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype))

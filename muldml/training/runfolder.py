@@ -3,8 +3,9 @@ pretrain, each study cell, the demo):
 
     settings.json   the settings fingerprint: the Config and every runtime option that
                     changes what is learnt (resolved mixed precision, gradient-cache chunk,
-                    sync-bn, global batch, world size where BatchNorm makes it matter) and a
-                    digest of the training images; written before training starts
+                    BatchNorm statistics (sync-bn), global batch, world size where BatchNorm
+                    makes it matter) and a digest of the training images; written before
+                    training starts
     split.json      which images trained, validated and were held out (evaluate reads it)
     checkpoint.pt   model, optimiser, schedule, GradScaler, every RNG, position (checkpoint.py)
     result.json     the run's outcome, written last and atomically: a run is done only when it
@@ -62,15 +63,17 @@ def fingerprint(cfg: Config, runtime: Runtime, device_type: str, train_samples: 
                 world: int | None = None) -> dict[str, Any]:
     """What makes two runs the same run: flat {setting: value}.
 
-    world_size is recorded only without sync_bn: each process then normalises its own share
-    of the batch, so the number of processes changes the gradients; with sync_bn (global
-    statistics) K processes equal one.
+    batchnorm_statistics: "global batch" in one process or with sync_bn, else "per process";
+    world_size is recorded only in the second case ("any" otherwise): each process then
+    normalises its own share of the batch, so the number of processes changes the gradients,
+    while with global statistics K processes equal one (a run may resume with another K).
     """
     world = world_size() if world is None else world
-    values = {k: v for k, v in cfg.to_dict().items()}
+    per_process = world > 1 and not runtime.sync_bn
+    values = dict(cfg.to_dict())
     values |= {"amp": resolved_amp(runtime.amp, device_type), "grad_cache": runtime.grad_cache,
-               "sync_bn": runtime.sync_bn and world > 1, "global_batch": cfg.batch_size,
-               "world_size": world if not (runtime.sync_bn and world > 1) else "any",
+               "batchnorm_statistics": "per process" if per_process else "global batch",
+               "global_batch": cfg.batch_size, "world_size": world if per_process else "any",
                "training_images": f"{len(train_samples)} images, sha1 {images_digest(train_samples)}"}
     return json.loads(json.dumps(values))  # plain JSON values, as read back from settings.json
 

@@ -172,7 +172,8 @@ def test_run_folder_records_settings_and_split(dataset, tmp_path):
     fit(config(epochs=1), train_s, val_s, tmp_path, Runtime(device="cpu", num_workers=0, grad_cache=4), progress=False,
         split_policy="hold-out")
     settings = json.loads((tmp_path / "settings.json").read_text())
-    assert settings["grad_cache"] == 4 and settings["amp"] == "off" and settings["world_size"] == 1
+    assert settings["grad_cache"] == 4 and settings["amp"] == "off" and settings["world_size"] == "any"
+    assert settings["batchnorm_statistics"] == "global batch"
     assert settings["global_batch"] == 8 and settings["mining_precision"] == "tf32"
     assert settings["training_images"].startswith(f"{len(train_s)} images")
     split = json.loads((tmp_path / "split.json").read_text())
