@@ -20,7 +20,7 @@ import numpy as np
 from muldml import io as atomic
 from muldml.config import Config, Runtime
 from muldml.data.folder import Sample
-from muldml.evaluate import compute_metrics, evaluate
+from muldml.evaluate import confusion_table, evaluate, metrics_from_confusion
 from muldml.plots import plot_confusion
 from muldml.protocol import image_level_note, make_protocol
 from muldml.report import Report
@@ -72,7 +72,7 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
         "preset": cfg.preset, "folds": folds,
         "accuracy_mean": float(accuracies.mean()), "accuracy_std": float(accuracies.std(ddof=1)) if folds > 1 else 0.0,
         "fold_accuracies": accuracies.tolist(), "confusion": confusion.tolist(), "classes": list(cfg.classes),
-        "overall": compute_metrics(*_expand(confusion), cfg.classes),
+        "overall": metrics_from_confusion(confusion, cfg.classes),
     }
     atomic.write_json(out / "cv.json", summary)
     plot_confusion(confusion, cfg.classes, out / "confusion.png",
@@ -81,19 +81,18 @@ def cross_validate(cfg: Config, samples: Sequence[Sample], out: str | Path, fold
     if note:
         report.paragraph(f"**{note}**")
     report.paragraph(f"Protocol: {protocol.description}.")
+    overall = summary["overall"]
+    majority = overall["majority_baseline"]
     report.paragraph(f"Accuracy {100 * summary['accuracy_mean']:.2f} ± {100 * summary['accuracy_std']:.2f}% "
-                     "(mean ± std over folds)")
-    report.table(["fold", "accuracy"], [[k, f"{100 * a:.2f}%"] for k, a in enumerate(accuracies, start=1)])
-    report.paragraph("Confusion matrix summed over folds:").image("confusion", "confusion.png")
+                     f"(mean ± std over folds); majority-class baseline of the test images {100 * majority:.2f}%"
+                     f"{' — **the model is at or below it**' if summary['accuracy_mean'] <= majority else ''}. "
+                     f"Over all folds' test images: macro-F1 {100 * overall['macro_f1']:.2f}%, balanced accuracy "
+                     f"{100 * overall['balanced_accuracy']:.2f}%.")
+    report.table(["fold", "accuracy", "majority baseline", "macro-F1"],
+                 [[k, f"{100 * m['accuracy']:.2f}%", f"{100 * m['majority_baseline']:.2f}%",
+                   f"{100 * m['macro_f1']:.2f}%"] for k, m in enumerate(per_fold, start=1)])
+    report.paragraph("Confusion matrix summed over folds, images (row %):")
+    report.table(*confusion_table(overall))
+    report.image("confusion", "confusion.png")
     report.settings(cfg.to_dict()).write(out / "report.md")
     return summary
-
-
-def _expand(confusion: np.ndarray) -> tuple[list[int], list[int]]:
-    """(y_true, y_pred) lists that reproduce a confusion matrix."""
-    y_true, y_pred = [], []
-    for t, row in enumerate(confusion):
-        for p, n in enumerate(row):
-            y_true += [t] * int(n)
-            y_pred += [p] * int(n)
-    return y_true, y_pred

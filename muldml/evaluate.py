@@ -78,19 +78,62 @@ def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: to
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict:
-    """Accuracy, per-class recall (None for a class absent from y_true) and confusion counts."""
+    """Accuracy, the majority-class baseline, macro-F1 and balanced accuracy, per-class
+    precision / recall / F1 / support (scikit-learn) and confusion counts (rows: true class).
+
+    A class absent from y_true has recall and F1 None and is left out of balanced accuracy
+    and macro-F1 (scikit-learn's macro averages over the classes present in y_true here).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     k = len(classes)
-    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    labels = list(range(k))
+    confusion = confusion_matrix(y_true, y_pred, labels=labels) if len(y_true) else np.zeros((k, k), dtype=np.int64)
     support = confusion.sum(1)
-    recall = {c: (float(confusion[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)}
+    present = [i for i in labels if support[i]]
+    precision, recall, f1, _ = (precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+                                if len(y_true) else (np.zeros(k),) * 4)
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro", zero_division=0) \
+        if present else (0.0, 0.0, 0.0, None)
+
+    def per_class(values, absent_none=True):
+        return {c: (None if absent_none and not support[i] else float(values[i])) for i, c in enumerate(classes)}
+
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "num_samples": int(len(y_true)),
-        "per_class_recall": recall,
+        "majority_baseline": float(support.max() / len(y_true)) if len(y_true) else 0.0,
+        "macro_f1": float(macro[2]),
+        "balanced_accuracy": float(macro[1]),  # mean recall over the classes present
+        "per_class_recall": per_class(recall),
+        "per_class_precision": per_class(precision, absent_none=False),
+        "per_class_f1": per_class(f1),
+        "per_class_support": {c: int(support[i]) for i, c in enumerate(classes)},
         "confusion": confusion.tolist(),
         "classes": list(classes),
     }
+
+
+def metrics_from_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict:
+    """compute_metrics of the predictions a confusion matrix (rows: true class) counts."""
+    y_true, y_pred = [], []
+    for t, row in enumerate(confusion):
+        for p, n in enumerate(row):
+            y_true += [t] * int(n)
+            y_pred += [p] * int(n)
+    return compute_metrics(y_true, y_pred, classes)
+
+
+def confusion_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the confusion matrix as 'count (row %)' per cell: with few images per
+    class, percentages alone mislead."""
+    header = ["true \\ predicted", *metrics["classes"], "images"]
+    rows = []
+    for name, row in zip(metrics["classes"], metrics["confusion"]):
+        total = sum(row)
+        rows.append([name, *(f"{n} ({100 * n / total:.0f}%)" if total else "0" for n in row), str(total)])
+    return header, rows
 
 
 def _confusion_csv(metrics: dict) -> str:
@@ -113,9 +156,21 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     report = Report(title or f"{cfg.preset} evaluation")
     if note:
         report.paragraph(f"**{note}**")
-    report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.")
-    report.table(["class", "recall"], [[c, "—" if r is None else f"{100 * r:.1f}%"]
-                                       for c, r in metrics["per_class_recall"].items()])
+    majority = metrics["majority_baseline"]
+    flag = " — **at or below the majority-class baseline: the model has learnt nothing usable**" \
+        if metrics["accuracy"] <= majority else ""
+    report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images "
+                     f"(majority-class baseline {100 * majority:.2f}%{flag}). Macro-F1 {100 * metrics['macro_f1']:.2f}%, "
+                     f"balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% (scikit-learn).")
+
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    report.table(["class", "images", "precision", "recall", "F1"],
+                 [[c, metrics["per_class_support"][c], pct(metrics["per_class_precision"][c]),
+                   pct(metrics["per_class_recall"][c]), pct(metrics["per_class_f1"][c])] for c in metrics["classes"]])
+    report.paragraph("Confusion matrix, images (row %):")
+    report.table(*confusion_table(metrics))
     report.image("confusion matrix", "confusion.png")
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
