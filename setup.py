@@ -29,6 +29,9 @@ setup(
         "triton>=3.0",
         # The circle preset's loss (Table V baseline) comes from pytorch-metric-learning.
         "pytorch-metric-learning>=2.9,<3",
+        # Reports: per-class metrics and macro-F1 (scikit-learn), paired tests (scipy).
+        "scikit-learn>=1.3,<2",
+        "scipy>=1.10,<2",
     ],
     extras_require={
         # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;
@@ -40,6 +43,8 @@ setup(
             "hypothesis==6.170.17",
             "pytorch-metric-learning==2.9.0",  # pinned for the tests and benchmarks
             "scikit-image==0.26.0",
+            "scikit-learn==1.9.1",  # pinned for the tests (also a dependency above)
+            "scipy==1.17.1",
             *EXPORT,
         ],
     },

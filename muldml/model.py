@@ -6,9 +6,9 @@
       → dropout → classifier (B, C) on E ("raw", default) or on the normalised slices
         ("normalized"); multitask: one classifier per slice (N, B, C), majority vote.
 
-Why "raw" by default: with unit-norm slices the logits' scale is capped and the network
-underfits; on real faces (48-px CK+, 10-fold) the normalised form fell below softmax-only,
-the raw form restored the paper's ordering (93.7% vs 91.1%).
+Why "raw" by default: with unit-norm slices the logits' scale is capped (at most the
+classifier's weight norm times √N), so the network can underfit; "normalized" stays
+available for studies. No committed result compares the two yet.
 
 Grayscale input (1 channel) is replicated to three channels, so RGB-pretrained backbones
 apply unchanged.
