@@ -62,6 +62,10 @@ def cmd_train(args: argparse.Namespace, command_defaults: dict | None = None) ->
               f"{len(classes)} classes, {describe_metric_loss(cfg)}; {policy}")
         if note:
             print(note)
+        if not cfg.init and cfg.lr == Config.lr:
+            print(f"note: no --init, so this trains from scratch with the paper's fine-tuning settings (lr {cfg.lr:g}, "
+                  f"{cfg.image_size}-px images), which learn slowly from scratch; see configs/ckplus-48px.yaml or "
+                  "pass --lr", file=sys.stderr)
     state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,
                 progress=not args.quiet, test_samples=test_samples, split_policy=policy)
     if not main_process:
