@@ -49,8 +49,21 @@ def cmd_train(args: argparse.Namespace, command_defaults: dict | None = None) ->
     from muldml.training.distributed import launch_rank
     from muldml.training.runfolder import write_result
 
-    cfg = config_from_args(args, args.preset, command_defaults)
-    runtime = runtime_from_args(args)
+    from muldml.training.runfolder import RESUMABLE_CHANGES, resumable
+
+    recorded = resumable(Path(args.out)) if args.resume else None
+    saved, saved_runtime, source = recorded or ({}, {}, {})
+    cfg = config_from_args(args, args.preset, command_defaults, base=saved or None)
+    runtime = runtime_from_args(args, base=saved_runtime)
+    args.data = args.data or source.get("data")
+    if not args.data:
+        raise UserError(f"--data is required ({args.out} holds no run to resume)" if args.resume else "--data is required")
+    args.subject_regex = args.subject_regex or source.get("subject_regex")
+    args.image_level_split = args.image_level_split or bool(source.get("image_level_split"))
+    changed = [f"{k} {saved[k]!r} → {v!r}" for k, v in cfg.to_dict().items() if k in RESUMABLE_CHANGES
+               and k in saved and saved[k] != v]  # other changes are refused by fit, with their values
+    if changed and launch_rank() == 0:
+        print(f"resume {args.out}: {'; '.join(changed)}")
     samples, classes = load_samples(args.data, args.subject_regex)
     cfg.classes = classes
     train_samples, val_samples, policy = train_val_split(samples, cfg.val_fraction, cfg.seed, args.image_level_split)
@@ -62,12 +75,14 @@ def cmd_train(args: argparse.Namespace, command_defaults: dict | None = None) ->
               f"{len(classes)} classes, {describe_metric_loss(cfg)}; {policy}")
         if note:
             print(note)
-        if not cfg.init and cfg.lr == Config.lr:
+        if not cfg.init and cfg.lr == Config.lr and not saved:
             print(f"note: no --init, so this trains from scratch with the paper's fine-tuning settings (lr {cfg.lr:g}, "
                   f"{cfg.image_size}-px images), which learn slowly from scratch; see configs/ckplus-48px.yaml or "
-                  "pass --lr", file=sys.stderr)
+                  "pass --lr")
     state = fit(cfg, train_samples, val_samples, args.out, runtime, resume=args.resume, overwrite=args.overwrite,
-                progress=not args.quiet, test_samples=test_samples, split_policy=policy)
+                progress=not args.quiet, test_samples=test_samples, split_policy=policy,
+                data_source={"data": str(Path(args.data).resolve()), "subject_regex": args.subject_regex,
+                             "image_level_split": args.image_level_split})
     if not main_process:
         return 0
     result = {"command": "train", "epochs": state["epoch"], "num_train": len(train_samples),

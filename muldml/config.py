@@ -382,11 +382,14 @@ def add_runtime_options(parser) -> None:
 
 def add_run_options(parser, out_help: str, resume: bool) -> None:
     """Options shared by the commands that train: data, output, config file, settings."""
-    parser.add_argument("--data", required=True, help="dataset folder (<class>/<image> or manifest.csv)")
+    parser.add_argument("--data", required=not resume, help="dataset folder (<class>/<image> or manifest.csv)"
+                        + ("; with --resume, default: the run's" if resume else ""))
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--config", help="JSON or YAML file of settings (above the preset, below the command line)")
     if resume:
-        parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from the run folder's checkpoint, with its recorded data and settings "
+                                 "(options given change them: --epochs, --backend; others are refused)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace runs in the folder that were made with other settings (default: refuse)")
     parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
@@ -409,15 +412,19 @@ def command_line_settings(args, cls=None) -> dict[str, Any]:
             if f.name not in _NOT_OPTIONS and getattr(args, f.name, None) is not None}
 
 
-def config_from_args(args, preset: str | None, command_defaults: dict[str, Any] | None = None) -> Config:
-    """The run's Config: defaults < preset (the argument, else the file's, else mul-dml) <
-    command_defaults (a command's own choices, e.g. pretrain's lr) < --config < command line."""
+def config_from_args(args, preset: str | None, command_defaults: dict[str, Any] | None = None,
+                     base: dict[str, Any] | None = None) -> Config:
+    """The run's Config: defaults < preset (the argument, else the file's, else base's, else
+    mul-dml) < command_defaults (a command's own choices, e.g. pretrain's lr) < base (a resumed
+    run's recorded settings) < --config < command line."""
     values, _ = _file_settings(args)
     preset = values.pop("preset", None) if preset is None else preset
-    return preset_config(preset or "mul-dml", **((command_defaults or {}) | values | command_line_settings(args)))
+    preset = preset or (base or {}).get("preset") or "mul-dml"
+    base = {k: v for k, v in (base or {}).items() if k != "preset"}
+    return preset_config(preset, **((command_defaults or {}) | base | values | command_line_settings(args)))
 
 
-def runtime_from_args(args) -> Runtime:
-    """The Runtime: defaults < --config < command line."""
+def runtime_from_args(args, base: dict[str, Any] | None = None) -> Runtime:
+    """The Runtime: defaults < base (a resumed run's recorded options) < --config < command line."""
     _, values = _file_settings(args)
-    return Runtime.from_dict(values | command_line_settings(args, Runtime))
+    return Runtime.from_dict((base or {}) | values | command_line_settings(args, Runtime))

@@ -166,3 +166,45 @@ def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(blocker) in err[0]
+
+
+def test_resume_reads_its_settings_from_the_run(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--subject-regex", r"^(S\d+)_", *SMALL,
+                 "--epochs", "1", "--grad-cache", "4", "--scheduler", "cosine"]) == 0
+    capsys.readouterr()
+    # `--resume` alone continues with the recorded data, settings and runtime options; a
+    # changed setting is named with its old and new values.
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume {run}: epochs 1 → 2" in out and "epoch 2/2" in out
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["scheduler"] == "cosine" and state["fingerprint"]["grad_cache"] == 4
+    # A setting that changes what is learnt is refused, with both values.
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.5"]) == 2
+    assert "lr 0.001 → 0.5" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "--data is required" in capsys.readouterr().err
+
+
+def test_quiet_prints_one_line_per_epoch_and_help_names_choices_and_defaults(data, tmp_path, capsys):
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "q"), "--subject-regex", r"^(S\d+)_",
+                 *SMALL, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "mul-dml epoch 1/2: train ce" in out and "mul-dml epoch 2/2: train ce" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of tf32, tf32x3, bf16 (default tf32)" in text and "one of constant, cosine (default constant)" in text
+    assert "--sync-bn" in text and "(default 5e-06)" in text
+
+
+def test_training_without_init_warns_about_fine_tuning_defaults(data, tmp_path, capsys):
+    args = ["train", "--data", str(data), "--subject-regex", r"^(S\d+)_", "--epochs", "1", "--batch-size", "8",
+            "--image-size", "32", "--slice-dim", "8", "--tau-min", "0.25", "--tau-max", "0.45", "--quiet",
+            "--num-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no --init, so this trains from scratch with the paper's fine-tuning settings") == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--lr", "0.001"]) == 0
+    assert "no --init" not in capsys.readouterr().out

@@ -48,9 +48,13 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     protocol.add_argument("--folds", type=int, help="k-fold subject-independent cross-validation "
                           "(default 10 without an official split, 2 with --quick)")
     protocol.add_argument("--split", action="store_true", help="train → test on the official split")
-    parser.add_argument("--seeds", type=int, default=1, help="repetitions of every cell (seeds 0 … S-1)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="repetitions of every cell: seeds --seed … --seed+S-1 (default 1)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"tiny runs to check the pipeline: {QUICK_SETTINGS}, {QUICK_FOLDS} folds")
+                        help=f"tiny runs that check the pipeline end to end in minutes on a CPU: "
+                             f"{QUICK_SETTINGS['image_size']}-px images, {QUICK_SETTINGS['epochs']} epoch, batch "
+                             f"{QUICK_SETTINGS['batch_size']}, lr {QUICK_SETTINGS['lr']:g}, {QUICK_FOLDS} folds; "
+                             "their numbers say nothing about the method")
     parser.add_argument("--dataset", choices=("ck+", "mmi", "sfew", "raf-db"),
                         help="which dataset the data is, for the paper's published values")
     parser.add_argument("--config", help="JSON or YAML file of settings, e.g. configs/paper-ckplus.yaml")

@@ -137,12 +137,13 @@ def fit(
     stop_after: int | None = None,
     test_samples: Sequence[Sample] = (),
     split_policy: str = "",
+    data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `cfg` on the samples, checkpointing into `out` after every epoch.
 
     The folder follows the run-folder contract (runfolder.py): settings.json (the settings
     fingerprint) and split.json (train / val / test images, `split_policy`) are written
-    before training. runtime: device, loaders, precision, compilation, gradient caching,
+    before training (with `data_source`, where the images came from). runtime: device, loaders, precision, compilation, gradient caching,
     sync-bn (default: Runtime()). resume: continue from out/checkpoint.pt; its fingerprint
     must equal this run's up to RESUMABLE_CHANGES. Without it, a folder that holds a run is
     refused unless overwrite, which replaces it. An elastic restart under torchrun resumes
@@ -165,7 +166,7 @@ def fit(
     procs = setup(runtime.device)
     try:
         return _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after,
-                    test_samples, split_policy)
+                    test_samples, split_policy, data_source)
     finally:
         teardown(procs)
 
@@ -185,7 +186,7 @@ def _prepare_folder(out: Path, requested: dict, procs: Processes, resume: bool, 
 
 
 def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after,
-         test_samples, split_policy):
+         test_samples, split_policy, data_source):
     device = procs.device
     if cfg.batch_size % procs.world:
         raise UserError(f"batch_size {cfg.batch_size} (the global batch) does not split over {procs.world} processes")
@@ -195,7 +196,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     if procs.main:
         runfolder.write_settings(out, requested)
         runfolder.write_split(out, split_policy, cfg.seed,
-                              {"train": train_samples, "val": val_samples, "test": test_samples})
+                              {"train": train_samples, "val": val_samples, "test": test_samples}, data_source)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)

@@ -142,10 +142,12 @@ def write_settings(out: Path, requested: dict[str, Any]) -> None:
     atomic.write_json(out / SETTINGS, requested)
 
 
-def write_split(out: Path, policy: str, seed: int, parts: dict[str, Sequence[Any]]) -> None:
-    """split.json: the policy and seed that made the split, and for each part (train, val,
-    test) its images (resolved paths) and subjects."""
-    record = {"policy": policy, "seed": seed}
+def write_split(out: Path, policy: str, seed: int, parts: dict[str, Sequence[Any]],
+                source: dict[str, Any] | None = None) -> None:
+    """split.json: the policy and seed that made the split, where the data came from
+    (`source`: the data folder and how subjects were read, for `train --resume`), and for
+    each part (train, val, test) its images (resolved paths) and subjects."""
+    record = {"policy": policy, "seed": seed, "source": source}
     for name, samples in parts.items():
         record[name] = {"images": sorted(str(Path(s.path).resolve()) for s in samples),
                         "subjects": sorted({str(s.subject) for s in samples if s.subject is not None})}
@@ -176,3 +178,22 @@ def read_result(out: Path, requested: dict[str, Any] | None = None) -> dict | No
         if result.get("epochs") is not None and result["epochs"] != requested.get("epochs", result["epochs"]):
             return None  # asked for another length: resume the checkpoint
     return result
+
+
+def resumable(out: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """(config, runtime options, data source) a run in `out` was made with, for `--resume`
+    without repeating its options; None when `out` holds no checkpoint."""
+    if not (out / CHECKPOINT).is_file():
+        return None
+    from muldml.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out)
+    settings = read_json(out / SETTINGS) or state.get("fingerprint") or {}
+    runtime = {}
+    if "amp" in settings:
+        runtime["amp"] = settings["amp"]
+    if "grad_cache" in settings:
+        runtime["grad_cache"] = settings["grad_cache"]
+    if settings.get("batchnorm_statistics") == "global batch" and settings.get("world_size") == "any":
+        runtime["sync_bn"] = True  # global statistics: keep them global under any number of processes
+    return dict(state["config"]), runtime, (read_split(out) or {}).get("source") or {}

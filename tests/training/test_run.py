@@ -209,3 +209,10 @@ def test_fp16_grad_scaler_resumes_exactly(dataset, tmp_path, monkeypatch):
     assert whole["scaler"]["scale"] == resumed["scaler"]["scale"] != 2.0**10
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_the_trainer_passes_the_mining_precision_to_the_loss():
+    for precision in ("tf32", "tf32x3", "bf16"):
+        assert build_triplet_loss(config(mining_precision=precision)).precision == precision
+    with pytest.raises(UserError, match="mining_precision must be one of tf32, tf32x3, bf16; got 'fp8'"):
+        config(mining_precision="fp8")
