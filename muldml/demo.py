@@ -56,14 +56,17 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
         write_result(out / preset, {"command": "demo", "epochs": state["epoch"], "val_metrics": results[preset]})
         histories[preset] = state["history"]
 
-    header = ["model", "accuracy", *classes]
-    rows = [[preset, f"{100 * m['accuracy']:.1f}%",
+    header = ["model", "accuracy", "macro-F1", "majority baseline", *classes]
+    rows = [[preset, f"{100 * m['accuracy']:.1f}%" + (" ⚠" if m["accuracy"] <= m["majority_baseline"] else ""),
+             f"{100 * m['macro_f1']:.1f}%", f"{100 * m['majority_baseline']:.1f}%",
              *(f"{100 * r:.0f}%" if r is not None else "—" for r in m["per_class_recall"].values())]
             for preset, m in results.items()]
     report = Report("muldml demo: softmax only vs Mul-DML on generated faces")
     report.paragraph(f"{len(train_samples)} training and {len(val_samples)} validation images, subject-independent; "
                      f"{DEMO_SETTINGS['image_size']}-px faces, {histories[DEMO_PRESETS[0]][-1]['epoch']} epochs from scratch, "
-                     f"Adam lr {DEMO_SETTINGS['lr']}, batch {DEMO_SETTINGS['batch_size']}. Per-class columns are recall.")
+                     f"Adam lr {DEMO_SETTINGS['lr']}, batch {DEMO_SETTINGS['batch_size']}. Per-class columns are recall; "
+                     "the majority baseline is the share of the most frequent class among the validation images "
+                     "(⚠: a model at or below it).")
     report.table(header, rows)
     for preset in DEMO_PRESETS:
         report.heading(preset).image(f"{preset} confusion", f"{preset}/confusion.png")

@@ -133,7 +133,9 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         columns = list(dict.fromkeys(r["column"] for r in rows))
         grid_rows = list(dict.fromkeys(r["row"] for r in rows))
         by = {(r["row"], r["column"]): r for r in rows}
-        report.paragraph("Accuracy (%) on the test images, mean ± std; the paper's value in brackets.")
+        majority = max((r["majority"] for r in rows if r["majority"] is not None), default=None)
+        report.paragraph("Accuracy (%) on the test images, mean ± std; the paper's value in brackets. "
+                         + ("" if majority is None else f"Majority-class baseline of the test images: {majority:.2f}%."))
         report.table(["", *columns], [[g, *(f"{_pm(by[g, c]['mean'], by[g, c]['std'])} ({_paper(by[g, c]['paper'])})"
                                           for c in columns)] for g in grid_rows])
     else:
@@ -142,8 +144,9 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
                          "answers it scores that); ⚠ marks a model at or below it.")
         report.table(["model", "accuracy (%)", "paper (%)", "macro-F1 (%)", "majority baseline (%)",
                       "validation accuracy (%)", "runs"],
-                     [[r["label"] + (" ⚠" if r["mean"] is not None and r["mean"] <= r["majority"] else ""),
-                       _pm(r["mean"], r["std"]), _paper(r["paper"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
+                     [[r["label"], _pm(r["mean"], r["std"]) + (" ⚠" if r["mean"] is not None and r["majority"] is not None
+                                                              and r["mean"] <= r["majority"] else ""),
+                       _paper(r["paper"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
                        "—" if r["majority"] is None else f"{r['majority']:.2f}", _pm(r["val_mean"], r["val_std"]), r["n"]]
                       for r in rows])
     pairs = _pairs_section(study, results, report)
