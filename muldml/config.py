@@ -356,9 +356,8 @@ def _add_field_options(group, fields) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         text = f.metadata.get("help", "")
-        if f.name in CHOICES:
-            text = f"{text}; " if text else ""
-            text += "one of " + ", ".join(CHOICES[f.name])
+        if f.name in CHOICES and not text:  # a help text names its choices itself
+            text = "one of " + ", ".join(CHOICES[f.name])
         text += f" (default {default})" if default is not None else ""
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text.strip() or None)
