@@ -43,7 +43,8 @@ def paired_comparison(method: list[dict], reference: list[dict]) -> dict[str, An
     """Paired difference of test accuracy (percentage points), method − reference, over the
     runs both have (same seed and fold, so the same test images): mean ± sample std, a 95%
     confidence interval (Student's t), the Wilcoxon signed-rank test and the paired t-test
-    (scipy; p None when undefined: fewer than 2 pairs, or every difference 0 for Wilcoxon)
+    (scipy; p None when undefined: fewer than 2 pairs, every difference 0 for Wilcoxon, all
+    differences equal for the t-test)
     and wins / ties / losses."""
     from scipy import stats
 
@@ -58,7 +59,7 @@ def paired_comparison(method: list[dict], reference: list[dict]) -> dict[str, An
     if n > 1:
         half = float(stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n))
         result["ci95"] = [result["mean"] - half, result["mean"] + half]
-        if result["std"] > 0:
+        if result["std"] > 1e-9:  # identical differences (up to rounding): the t statistic is undefined
             result["t_test_p"] = float(stats.ttest_1samp(diffs, 0.0).pvalue)
         if np.any(diffs != 0):
             result["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
