@@ -89,7 +89,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from muldml.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, subjects=args.subjects, progress=not args.quiet,
+    run_demo(args.out, epochs=args.epochs, subjects=args.subjects, progress=not args.quiet, overwrite=args.overwrite,
              runtime=runtime_from_args(args))
     return 0
 
@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
     demo.add_argument("--subjects", type=int, default=None, help="identities to generate (default: the demo's)")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch instead)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="retrain runs in the folder that were made with other settings (default: refuse)")
     add_runtime_options(demo)
     demo.set_defaults(run=cmd_demo)
 

@@ -30,8 +30,9 @@ DEMO_FACES = dict(num_subjects=DEMO_SUBJECTS, images_per_expression=DEMO_IMAGES_
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects: int | None = None,
-             progress: bool = True, runtime: Runtime | None = None) -> dict[str, dict]:
-    """Run the demo into `out`; returns each preset's validation metrics."""
+             progress: bool = True, runtime: Runtime | None = None, overwrite: bool = False) -> dict[str, dict]:
+    """Run the demo into `out` (each preset a run folder, resumed when its settings match;
+    other settings are refused unless `overwrite`); returns each preset's validation metrics."""
     from muldml.data.synthetic import write_demo_dataset
 
     runtime = runtime or Runtime()
@@ -50,8 +51,8 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None, subjects:
         settings = DEMO_SETTINGS | ({"epochs": epochs} if epochs else {})
         cfg = preset_config(preset, **settings)
         cfg.classes = list(classes)
-        state = fit(cfg, train_samples, val_samples, out / preset, runtime, resume=True, progress=progress,
-                    split_policy=policy)
+        state = fit(cfg, train_samples, val_samples, out / preset, runtime, resume=True, overwrite=overwrite,
+                    progress=progress, split_policy=policy)
         results[preset] = evaluate(state, val_samples, out / preset, device=runtime.device, title=f"demo: {preset}").metrics
         write_result(out / preset, {"command": "demo", "epochs": state["epoch"], "val_metrics": results[preset]})
         histories[preset] = state["history"]

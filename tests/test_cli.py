@@ -23,6 +23,9 @@ def test_train_then_evaluate(data, tmp_path, capsys):
     assert "margins [0.25, 0.35, 0.45]" in out and "validation accuracy" in out
     for name in ("checkpoint.pt", "history.csv", "report.md", "confusion.png", "curves.png", "metrics.json"):
         assert (run / name).is_file(), name
+    # result.json is the last file the run writes.
+    files = [p for p in run.iterdir() if p.is_file()]
+    assert max(files, key=lambda p: p.stat().st_mtime_ns).name == "result.json"
     # The run recorded its split: evaluate scores the held-out subjects, never the training images silently.
     split = json.loads((run / "split.json").read_text())
     assert len(split["train"]["subjects"]) == 3 and len(split["val"]["subjects"]) == 1
