@@ -69,10 +69,11 @@ def attempt_store(rank: int, world: int) -> dist.Store:
     """The rendezvous store of this attempt: torchrun's TCPStore at MASTER_ADDR:MASTER_PORT,
     under a prefix holding the restart count.
 
-    Why: with torchrun's agent store (TORCHELASTIC_USE_AGENT_STORE, the default) the store
-    outlives the workers, and a restarted process group would read the keys the previous
-    attempt left there: gloo then connects to the dead worker's old address ("Connection
-    refused") whenever a process reads a peer's key before the peer has rewritten it.
+    Why: torchrun's agent creates this store at its first rendezvous and shares it with every
+    later round (TORCHELASTIC_USE_AGENT_STORE; torch's own env:// init then adds no per-attempt
+    prefix). A restarted process group would read the keys the killed attempt left there: gloo
+    connects to the dead worker's old address ("Connection refused") whenever a process reads
+    a peer's key before the peer has rewritten it, a race seen after a worker's SIGKILL.
     """
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
