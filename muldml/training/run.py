@@ -1,23 +1,27 @@
-"""``fit()``: the one training entry point that the CLI, cross-validation, the demo and the
-studies call, in one process or under torchrun.
+"""``fit()``: the one training entry point that train, pretrain, cross-validation, the demo
+and the studies call, in one process or under torchrun.
 
-A run folder holds ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
-checkpoint.py) and ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
+A run folder follows the run-folder contract (runfolder.py): settings.json and split.json
+before training, ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
+checkpoint.py), ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
 slice's triplet loss and active fraction, accuracy for train and val, training images per
-second and peak memory). ``resume=True`` continues from the checkpoint and reaches the same
-final weights as an uninterrupted run: every epoch reseeds its random streams from (seed,
-epoch, rank), and each image is augmented from its own seed (data/samplers.py), so neither
-loader workers nor the point of interruption change what is drawn.
+second and peak memory), and the caller's result.json last. ``resume=True`` continues from
+the checkpoint and reaches the same final weights as an uninterrupted run: every epoch
+reseeds its random streams from (seed, epoch, rank), each image is augmented from its own
+seed (data/samplers.py), the loaders draw their workers' seeds from their own generator, and
+the fp16 GradScaler is restored, so neither loader workers nor the point of interruption
+change what is drawn.
 
 Under torchrun (K processes) the global batch is ``batch_size``: each process takes
 batch_size / K images of every global batch, the triplet loss mines over the all-gathered
-global batch (muldml.distributed), and DDP averages gradients, so one step equals one
-process on the whole batch (BatchNorm statistics are per process, as usual with DDP).
-Batches come from one generator seeded alike in every process rather than from
-torch's DistributedSampler, so the global batches (and their augmentation) do not depend
-on the number of processes: that is what lets a run resume with another world size.
-Validation runs in every process over the whole validation set without collectives;
-rank 0 records it.
+global batch (muldml.distributed), and DDP averages gradients. With ``Runtime.sync_bn``
+BatchNorm uses the global batch's statistics too, and one step equals one process on the
+whole batch; without it each process normalises its own share (as usual with DDP), and the
+run's settings record the number of processes. Batches come from one generator seeded alike
+in every process rather than from torch's DistributedSampler, so the global batches (and
+their augmentation) do not depend on the number of processes: with sync_bn a run may
+resume with another world size. Validation runs in every process over the whole validation
+set without collectives; rank 0 records it.
 """
 from __future__ import annotations
 
