@@ -1,5 +1,6 @@
 """Evaluation, the one path from a trained model to its report:
-checkpoint (or model) → predict → metrics → report.
+checkpoint (or model) → predict → metrics → report. ``evaluate_command`` is `muldml
+evaluate`: it chooses which images to score (never a run's training images unless asked).
 
 ``evaluate`` serves every caller (train, evaluate, cv, demo, studies). ``write_report``
 leaves in its folder: metrics.json, confusion.csv (counts), confusion.png (row-normalised,
@@ -22,7 +23,8 @@ from tqdm.auto import tqdm
 from muldml import io as atomic
 from muldml.config import Config
 from muldml.data.augment import eval_transform
-from muldml.data.folder import FaceDataset, Sample
+from muldml.data.folder import FaceDataset, Sample, originals, scan_folder
+from muldml.errors import UserError
 from muldml.model import MulDMLNet, vote
 from muldml.plots import plot_confusion, plot_curves
 from muldml.report import Report
@@ -188,11 +190,8 @@ def evaluate_command(checkpoint: str | Path, data: str | Path, split: str | None
     split.json); 'all'; None: test when the data has a test split, else val, else held-out.
     Raises UserError for an empty selection, or 'held-out' for a run that recorded no split.
     """
-    from muldml.data.folder import originals, scan_folder
     from muldml.training import load_checkpoint
     from muldml.training.runfolder import read_split
-
-    from muldml.errors import UserError
 
     state = load_checkpoint(checkpoint)
     samples, _ = scan_folder(data, state["config"]["classes"], subject_regex)
