@@ -30,6 +30,7 @@ from muldml.config import (PRESETS, Config, add_config_options, add_run_options,
                            config_from_args, runtime_from_args)
 from muldml.errors import UserError
 
+
 def cmd_train(args: argparse.Namespace) -> int:
     from muldml.experiment import train_command
 
