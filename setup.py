@@ -34,6 +34,9 @@ setup(
         # muldml predict VIDEO: decoding and encoding by FFmpeg through PyAV (tested with 18.1.0,
         # the version scripts/setup.sh installs).
         "av>=14,<19",
+        # Reports: per-class metrics and macro-F1 (scikit-learn), paired tests (scipy).
+        "scikit-learn>=1.3,<2",
+        "scipy>=1.10,<2",
     ],
     extras_require={
         # muldml export --format onnx: torch's ONNX exporter needs onnx and onnxscript;
@@ -48,6 +51,8 @@ setup(
             "pytorch-metric-learning==2.9.0",  # pinned for the tests and benchmarks
             "scikit-image==0.26.0",
             "tensorboard==2.21.0",  # the tensorboard extra, pinned for its test
+            "scikit-learn==1.9.1",  # pinned for the tests (also a dependency above)
+            "scipy==1.17.1",
             *EXPORT,
         ],
     },

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from muldml.errors import UserError
-from muldml.losses import BACKENDS, threshold_range
+from muldml.losses import BACKENDS, PRECISIONS, threshold_range
 from muldml.model import CLASSIFIER_INPUTS
 
 PAPER_TAU_STAR = {"ck+": 0.45, "mmi": 0.45, "sfew": 0.75, "raf-db": 0.65}
@@ -72,6 +72,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": SCHEDULERS,
     "sampler": SAMPLERS,
     "amp": AMP_MODES,
+    "mining_precision": PRECISIONS,
 }
 
 
@@ -96,6 +97,10 @@ class Config:
     dual: bool = True
     lam: float | None = None  # λ; None: 0.5/N (a baseline's metric loss: 0.05, muldml.baselines)
     backend: str = "auto"
+    # Precision of the dot products that choose the hardest positive and negative (the Triton
+    # backend's tensor cores: tf32, tf32x3 ≈ fp32, bf16). The chosen triplets' distances are
+    # recomputed in fp32 either way; the torch and reference backends mine in fp32 on the CPU.
+    mining_precision: str = "tf32"
     # Baselines (Tables V–VI): another metric loss in place of the triplet loss
     metric_loss: str = "triplet"  # triplet (Eq. 2 / 10) | circle | hist
     circle_m: float = 0.4  # Circle loss relaxation margin m
@@ -161,8 +166,11 @@ def default_workers() -> int:
 
 @dataclass
 class Runtime:
-    """Where and how a run executes. None of it changes what is learnt in exact arithmetic,
-    so it may differ between a run and its resumption, and no checkpoint stores it."""
+    """Where and how a run executes, given anew by every command. Some of it changes what is
+    learnt (amp, grad_cache, sync_bn, and the number of processes, through BatchNorm): the
+    run folder's settings fingerprint records those (muldml.training.runfolder), and a
+    resumption that changes one is refused. device, num_workers, channels_last and compile
+    change only speed."""
 
     device: str = field(default="auto", metadata={"help": "auto (cuda if available, else cpu), cpu, cuda, cuda:N"})
     num_workers: int | None = field(default=None, metadata={"help": "DataLoader worker processes (default min(8, CPUs))"})
@@ -171,7 +179,12 @@ class Runtime:
     channels_last: bool = field(default=False, metadata={"help": "NHWC images and weights (faster convolutions on GPUs)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the backbone"})
     grad_cache: int | None = field(default=None, metadata={"help": "gradient caching: embed the batch in chunks of this "
-                                                                    "many images, so large batches fit in memory"})
+                                                                    "many images, so large batches fit in memory; "
+                                                                    "BatchNorm then normalises each chunk by its own "
+                                                                    "statistics (see the README)"})
+    sync_bn: bool = field(default=False, metadata={"help": "under torchrun, BatchNorm statistics over the global batch "
+                                                           "(torch's SyncBatchNorm on CUDA), so K processes train as "
+                                                           "one process on the whole batch"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,11 +203,28 @@ class Runtime:
 
 
 def _from_dict(cls, values: dict[str, Any]):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise UserError(f"unknown config key(s): {', '.join(unknown)}")
-    return cls(**values)
+    return cls(**{k: _number(v, str(fields[k].type)) for k, v in values.items()})
+
+
+def _number(value: Any, kind: str) -> Any:
+    """A numeric string as a number for a numeric field: YAML 1.1 (PyYAML) reads ``1e-3``
+    without a decimal point as the string "1e-3"; users write it that way. Anything else is
+    returned unchanged for ``validate`` to judge."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("int"):
+            number = float(value)
+            return int(number) if number.is_integer() else value
+    except ValueError:
+        pass
+    return value
 
 
 # Numeric bounds: (lowest, highest, whether the lowest is allowed, whether the highest is).
@@ -300,7 +330,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {e}") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of settings")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    types = {f.name: str(f.type) for cls in (Config, Runtime) for f in dataclasses.fields(cls)}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    return {k: _number(v, types[k]) if k in types else v for k, v in values.items()}
 
 
 def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -308,3 +340,94 @@ def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     runtime_keys = {f.name for f in dataclasses.fields(Runtime)}
     return ({k: v for k, v in values.items() if k not in runtime_keys},
             {k: v for k, v in values.items() if k in runtime_keys})
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line options and the layering of settings: defaults < preset (and a command's own
+# defaults) < --config file < command line. Every command that takes settings uses these.
+
+# Settings that are not command-line options (filled from the data or the preset choice).
+_NOT_OPTIONS = {"preset", "classes"}
+_PARSERS = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float, "str | None": str}
+
+
+def _add_field_options(group, fields) -> None:
+    import argparse
+
+    for f in fields:
+        if f.name in _NOT_OPTIONS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = f.metadata.get("help", "")
+        if f.name in CHOICES and not text:  # a help text names its choices itself
+            text = "one of " + ", ".join(CHOICES[f.name])
+        text += f" (default {default})" if default is not None else ""
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text.strip() or None)
+        else:
+            group.add_argument(flag, type=_PARSERS[f.type], default=None, metavar=f.name.split("_")[-1].upper(),
+                               help=text.strip() or None)
+
+
+def add_config_options(parser) -> None:
+    """One --option per Config field; unset options stay None so lower layers show through."""
+    _add_field_options(parser.add_argument_group("settings (override the preset and --config)"),
+                       dataclasses.fields(Config))
+
+
+def add_runtime_options(parser) -> None:
+    """One --option per Runtime field (device, workers, precision, …)."""
+    _add_field_options(parser.add_argument_group("runtime (given by every command; amp, grad-cache and sync-bn "
+                                                 "are recorded in the run's settings)"),
+                       dataclasses.fields(Runtime))
+
+
+def add_run_options(parser, out_help: str, resume: bool) -> None:
+    """Options shared by the commands that train: data, output, config file, settings."""
+    parser.add_argument("--data", required=not resume, help="dataset folder (<class>/<image> or manifest.csv)"
+                        + ("; with --resume, default: the run's" if resume else ""))
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--config", help="JSON or YAML file of settings (above the preset, below the command line)")
+    if resume:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue from the run folder's checkpoint, with its recorded data and settings "
+                                 "(options given change them: --epochs, --backend; others are refused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace runs in the folder that were made with other settings (default: refuse)")
+    parser.add_argument("--subject-regex", help=r"regex whose first group is the subject id in file names, e.g. '^(S\d+)_'")
+    parser.add_argument("--image-level-split", action="store_true",
+                        help="allow splitting images without a subject id image by image (the same people may "
+                             "then be on both sides; the report says so)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (one line per epoch instead)")
+    add_config_options(parser)
+    add_runtime_options(parser)
+
+
+def _file_settings(args) -> tuple[dict, dict]:
+    values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    return split_settings(values)
+
+
+def command_line_settings(args, cls=None) -> dict[str, Any]:
+    """The Config (or `cls`) fields given on the command line (unset options are None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls or Config)
+            if f.name not in _NOT_OPTIONS and getattr(args, f.name, None) is not None}
+
+
+def config_from_args(args, preset: str | None, command_defaults: dict[str, Any] | None = None,
+                     base: dict[str, Any] | None = None) -> Config:
+    """The run's Config: defaults < preset (the argument, else the file's, else base's, else
+    mul-dml) < command_defaults (a command's own choices, e.g. pretrain's lr) < base (a resumed
+    run's recorded settings) < --config < command line."""
+    values, _ = _file_settings(args)
+    preset = values.pop("preset", None) if preset is None else preset
+    preset = preset or (base or {}).get("preset") or "mul-dml"
+    base = {k: v for k, v in (base or {}).items() if k != "preset"}
+    return preset_config(preset, **((command_defaults or {}) | base | values | command_line_settings(args)))
+
+
+def runtime_from_args(args, base: dict[str, Any] | None = None) -> Runtime:
+    """The Runtime: defaults < base (a resumed run's recorded options) < --config < command line."""
+    _, values = _file_settings(args)
+    return Runtime.from_dict((base or {}) | values | command_line_settings(args, Runtime))

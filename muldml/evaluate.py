@@ -1,5 +1,6 @@
 """Evaluation, the one path from a trained model to its report:
-checkpoint (or model) → predict → metrics → report.
+checkpoint (or model) → predict → metrics → report. ``evaluate_command`` is `muldml
+evaluate`: it chooses which images to score (never a run's training images unless asked).
 
 ``evaluate`` serves every caller (train, evaluate, cv, demo, studies). ``write_report``
 leaves in its folder: metrics.json, confusion.csv (counts), confusion.png (row-normalised,
@@ -9,6 +10,7 @@ and report.md holding the config, numbers and plots.
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ from tqdm.auto import tqdm
 
 from muldml import io as atomic
 from muldml.config import Config
-from muldml.data.folder import FaceDataset, Sample
+from muldml.data.folder import FaceDataset, Sample, originals, scan_folder
+from muldml.errors import UserError
 from muldml.model import MulDMLNet
 from muldml.plots import plot_confusion, plot_curves
 from muldml.regime import regime_section
@@ -95,19 +98,62 @@ def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: to
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict:
-    """Accuracy, per-class recall (None for a class absent from y_true) and confusion counts."""
+    """Accuracy, the majority-class baseline, macro-F1 and balanced accuracy, per-class
+    precision / recall / F1 / support (scikit-learn) and confusion counts (rows: true class).
+
+    A class absent from y_true has recall and F1 None and is left out of balanced accuracy
+    and macro-F1 (scikit-learn's macro averages over the classes present in y_true here).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     k = len(classes)
-    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+    labels = list(range(k))
+    confusion = confusion_matrix(y_true, y_pred, labels=labels) if len(y_true) else np.zeros((k, k), dtype=np.int64)
     support = confusion.sum(1)
-    recall = {c: (float(confusion[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)}
+    present = [i for i in labels if support[i]]
+    precision, recall, f1, _ = (precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+                                if len(y_true) else (np.zeros(k),) * 4)
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro", zero_division=0) \
+        if present else (0.0, 0.0, 0.0, None)
+
+    def per_class(values, absent_none=True):
+        return {c: (None if absent_none and not support[i] else float(values[i])) for i, c in enumerate(classes)}
+
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "num_samples": int(len(y_true)),
-        "per_class_recall": recall,
+        "majority_baseline": float(support.max() / len(y_true)) if len(y_true) else 0.0,
+        "macro_f1": float(macro[2]),
+        "balanced_accuracy": float(macro[1]),  # mean recall over the classes present
+        "per_class_recall": per_class(recall),
+        "per_class_precision": per_class(precision, absent_none=False),
+        "per_class_f1": per_class(f1),
+        "per_class_support": {c: int(support[i]) for i, c in enumerate(classes)},
         "confusion": confusion.tolist(),
         "classes": list(classes),
     }
+
+
+def metrics_from_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str]) -> dict:
+    """compute_metrics of the predictions a confusion matrix (rows: true class) counts."""
+    y_true, y_pred = [], []
+    for t, row in enumerate(confusion):
+        for p, n in enumerate(row):
+            y_true += [t] * int(n)
+            y_pred += [p] * int(n)
+    return compute_metrics(y_true, y_pred, classes)
+
+
+def confusion_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the confusion matrix as 'count (row %)' per cell: with few images per
+    class, percentages alone mislead."""
+    header = ["true \\ predicted", *metrics["classes"], "images"]
+    rows = []
+    for name, row in zip(metrics["classes"], metrics["confusion"]):
+        total = sum(row)
+        rows.append([name, *(f"{n} ({100 * n / total:.0f}%)" if total else "0" for n in row), str(total)])
+    return header, rows
 
 
 def _confusion_csv(metrics: dict) -> str:
@@ -133,13 +179,79 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     report = Report(title or f"{cfg.preset} evaluation")
     if note:
         report.paragraph(f"**{note}**")
-    report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images.")
+    majority = metrics["majority_baseline"]
+    flag = " — **at or below the majority-class baseline: the model has learnt nothing usable**" \
+        if metrics["accuracy"] <= majority else ""
+    report.paragraph(f"Accuracy: **{100 * metrics['accuracy']:.2f}%** on {metrics['num_samples']} images "
+                     f"(majority-class baseline {100 * majority:.2f}%{flag}). Macro-F1 {100 * metrics['macro_f1']:.2f}%, "
+                     f"balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% (scikit-learn).")
     report.paragraph(f"Test-time augmentation: {metrics.get('tta', 'none')}.")
-    report.table(["class", "recall"], [[c, "—" if r is None else f"{100 * r:.1f}%"]
-                                       for c, r in metrics["per_class_recall"].items()])
+
+    def pct(value):
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    report.table(["class", "images", "precision", "recall", "F1"],
+                 [[c, metrics["per_class_support"][c], pct(metrics["per_class_precision"][c]),
+                   pct(metrics["per_class_recall"][c]), pct(metrics["per_class_f1"][c])] for c in metrics["classes"]])
+    report.paragraph("Confusion matrix, images (row %):")
+    report.table(*confusion_table(metrics))
     report.image("confusion matrix", "confusion.png")
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
         report.image("training curves", "curves.png")
         regime_section(report, history, out, slice_similarity)
     return report.settings(cfg.to_dict()).write(out / "report.md")
+
+
+def evaluate_command(checkpoint: str | Path, data: str | Path, split: str | None, out: str | Path | None,
+                     subject_regex: str | None, runtime, progress: bool = False, tta: str = "none") -> Evaluation:
+    """`muldml evaluate`: score a run on the part of `data` that `split` names, never on its
+    training images unless asked (split 'train' or 'all', with a warning naming how many
+    scored images trained the run).
+
+    split: a manifest split; 'held-out' (images outside the run's recorded training images,
+    split.json); 'all'; None: test when the data has a test split, else val, else held-out.
+    tta: test-time augmentation (`muldml.inference.TTA_MODES`). The output folder is never read as data.
+    Raises UserError for an empty selection, or 'held-out' for a run that recorded no split.
+    """
+    from muldml.data.files import leaving_out
+    from muldml.training import load_checkpoint
+    from muldml.training.runfolder import read_split
+
+    state = load_checkpoint(checkpoint)
+    checkpoint = Path(checkpoint)
+    run = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    report_dir = Path(out) if out else run / "evaluation"
+    with leaving_out(report_dir):
+        samples, _ = scan_folder(data, state["config"]["classes"], subject_regex)
+    samples = originals(samples)
+    recorded = read_split(run)
+    trained = set(recorded["train"]["images"]) if recorded and "train" in recorded else set()
+    splits = {s.split for s in samples if s.split}
+    if split is None:
+        split = "test" if "test" in splits else "val" if "val" in splits else "held-out"
+    if split == "all":
+        chosen, what = list(samples), "every image (--split all)"
+    elif split == "held-out":
+        if recorded is None:
+            raise UserError(f"{run} records no split (split.json), so its training images are unknown: give "
+                            "--split all to score every image knowingly, or a manifest split")
+        chosen = [s for s in samples if str(Path(s.path).resolve()) not in trained]
+        what = (f"the images the run did not train on ({len(samples) - len(chosen)} training images of {data} "
+                "left out)")
+    else:
+        chosen = [s for s in samples if s.split == split]
+        what = f"split {split!r} of the manifest"
+    if not chosen:
+        raise UserError(f"no images to score in {data} for --split {split}")
+    overlap = sum(str(Path(s.path).resolve()) in trained for s in chosen)
+    note = None
+    if overlap:
+        note = (f"Warning: {overlap} of the {len(chosen)} scored images trained this run, so this is not a held-out "
+                "accuracy.")
+        print(f"muldml: warning: {note[9:]}", file=sys.stderr)
+    result = evaluate(state, chosen, report_dir, device=runtime.device, history=[], num_workers=runtime.workers,
+                      title=f"{state['config']['preset']} on {data}: {what}", progress=progress, note=note, tta=tta)
+    print(f"{result.config.preset}: accuracy {100 * result.metrics['accuracy']:.2f}% on {len(chosen)} images, "
+          f"{what}, test-time augmentation {tta}  ({result.report})")
+    return result

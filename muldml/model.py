@@ -8,11 +8,12 @@
         s·cos(w_c, f), NormFace / CosFace without margin, scale s fixed or learnt);
         multitask: one classifier per slice (N, B, C), majority vote.
 
-Why "raw" by default: with unit-norm slices the logits' scale is capped and the network
-underfits; on real faces (48-px CK+, 10-fold) the normalised form fell below softmax-only,
-the raw form restored the paper's ordering (93.7% vs 91.1%). "cosine" makes the
-cross-entropy and the triplet losses act on the same unit-norm features while the scale s,
-not the features' norm, sets how peaked the softmax can be (Wang et al., NormFace, 2017).
+Why "raw" by default: with unit-norm slices the logits' scale is capped (at most the
+classifier's weight norm times √N), so the network can underfit; "normalized" stays
+available for studies. No committed result compares the two yet.
+"cosine" makes the cross-entropy and the triplet losses act on the same unit-norm features
+while the scale s, not the features' norm, sets how peaked the softmax can be (Wang et al.,
+NormFace, 2017).
 
 Grayscale input (1 channel) is replicated to three channels, so RGB-pretrained backbones
 apply unchanged.

@@ -23,9 +23,42 @@ def test_train_then_evaluate(data, tmp_path, capsys):
     assert "margins [0.25, 0.35, 0.45]" in out and "validation accuracy" in out
     for name in ("checkpoint.pt", "history.csv", "report.md", "confusion.png", "curves.png", "metrics.json"):
         assert (run / name).is_file(), name
+    # result.json is the last file the run writes.
+    files = [p for p in run.iterdir() if p.is_file()]
+    assert max(files, key=lambda p: p.stat().st_mtime_ns).name == "result.json"
+    # The run recorded its split: evaluate scores the held-out subjects, never the training images silently.
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]["subjects"]) == 3 and len(split["val"]["subjects"]) == 1
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--quiet"]) == 0
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert metrics["num_samples"] == 24 and metrics["classes"] == ["anger", "happiness", "surprise"]
+    assert metrics["num_samples"] == 6 and metrics["classes"] == ["anger", "happiness", "surprise"]
+    assert "did not train on (18 training images" in capsys.readouterr().out
+    # Every image, asked for explicitly: a warning names the overlap, in the console and the report.
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--split", "all", "--quiet"]) == 0
+    assert "18 of the 24 scored images trained this run" in capsys.readouterr().err
+    assert "18 of the 24 scored images trained this run" in (run / "evaluation" / "report.md").read_text()
+    assert json.loads((run / "result.json").read_text())["settings"]["preset"] == "mul-dml"
+
+
+def test_evaluate_defaults_to_the_test_split_of_a_manifest(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "faces", subjects=6, per_subject=1)
+    rows = ["path,label,subject,split,status"]
+    for f in sorted(root.rglob("*.png")):
+        subject = int(f.name[1:4])
+        part = "train" if subject < 4 else "val" if subject == 4 else "test"
+        # An empty status cell means ok: these rows are read, not dropped.
+        rows.append(f"{f.relative_to(root).as_posix()},{f.parent.name},S{subject},{part},{'ok' if subject else ''}")
+    rows.append("missing.png,anger,S9,train,skipped")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(run), *SMALL]) == 0
+    assert "1 of 19 row(s) left out (1 with status 'skipped')" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "on 3 images, split 'test' of the manifest" in out
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]["images"]) == 12 and len(split["val"]["images"]) == 3
+    assert len(split["test"]["images"]) == 3
 
 
 def test_config_file_then_command_line_overrides(data, tmp_path):
@@ -151,3 +184,45 @@ def test_evaluate_never_reads_its_own_output_folder(tmp_path, capsys):
         assert main(command) == 0, capsys.readouterr().err
         assert "on 6 images" in capsys.readouterr().out
     assert any(p.suffix == ".png" for p in (faces / "eval").iterdir())
+
+
+def test_resume_reads_its_settings_from_the_run(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--subject-regex", r"^(S\d+)_", *SMALL,
+                 "--epochs", "1", "--grad-cache", "4", "--scheduler", "cosine"]) == 0
+    capsys.readouterr()
+    # `--resume` alone continues with the recorded data, settings and runtime options; a
+    # changed setting is named with its old and new values.
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"resume {run}: epochs 1 → 2" in out and "epoch 2/2" in out
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["scheduler"] == "cosine" and state["fingerprint"]["grad_cache"] == 4
+    # A setting that changes what is learnt is refused, with both values.
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.5"]) == 2
+    assert "lr 0.001 → 0.5" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "--data is required" in capsys.readouterr().err
+
+
+def test_quiet_prints_one_line_per_epoch_and_help_names_choices_and_defaults(data, tmp_path, capsys):
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "q"), "--subject-regex", r"^(S\d+)_",
+                 *SMALL, "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "mul-dml epoch 1/2: train ce" in out and "mul-dml epoch 2/2: train ce" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of tf32, tf32x3, bf16 (default tf32)" in text and "one of constant, cosine (default constant)" in text
+    assert "--sync-bn" in text and "(default 5e-06)" in text
+
+
+def test_training_without_init_warns_about_fine_tuning_defaults(data, tmp_path, capsys):
+    args = ["train", "--data", str(data), "--subject-regex", r"^(S\d+)_", "--epochs", "1", "--batch-size", "8",
+            "--image-size", "32", "--slice-dim", "8", "--tau-min", "0.25", "--tau-max", "0.45", "--quiet",
+            "--num-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("no --init, so this trains from scratch with the paper's fine-tuning settings") == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--lr", "0.001"]) == 0
+    assert "no --init" not in capsys.readouterr().out

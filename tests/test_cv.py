@@ -72,3 +72,23 @@ def test_fold_curves_use_held_out_training_subjects_not_the_test_fold(tmp_path, 
         tested_images = sum(map(sum, metrics["confusion"]))
         assert tested_images == 18 - len(train) - len(val)
     assert len(all_subjects) == 6
+
+
+def test_cv_never_reuses_folds_of_other_settings(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "faces", subjects=4, per_subject=1)
+    out = tmp_path / "cv"
+    args = ["cv", "--data", str(data), "--folds", "2", "--out", str(out), "--subject-regex", r"^(S\d+)_", *SMALL]
+    assert main([*args, "--preset", "cnn"]) == 0
+    capsys.readouterr()
+    # Another preset into the same folder: refused in one line naming the difference.
+    assert main([*args, "--preset", "s-dual-triplet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "preset 'cnn' → 's-dual-triplet'" in err[0] and "--overwrite" in err[0]
+    # Another seed gives other folds: other training images, named too.
+    assert main([*args, "--preset", "cnn", "--seed", "1"]) == 2
+    assert "seed 0 → 1" in capsys.readouterr().err
+    # --overwrite retrains every fold with the requested settings.
+    assert main([*args, "--preset", "s-dual-triplet", "--overwrite"]) == 0
+    for fold in ("fold-01", "fold-02"):
+        result = json.loads((out / fold / "result.json").read_text())
+        assert result["settings"]["preset"] == "s-dual-triplet" and result["epochs"] == 1

@@ -1,3 +1,5 @@
+import json
+
 from muldml.cli import main
 
 
@@ -16,3 +18,10 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     mtime = (out / "cnn" / "checkpoint.pt").stat().st_mtime_ns
     assert main(["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet", "--num-workers", "0"]) == 0
     assert (out / "cnn" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    # The same folder with a runtime option that changes learning: refused in one line, or replaced.
+    capsys.readouterr()
+    small = ["demo", "--out", str(out), "--epochs", "1", "--subjects", "4", "--quiet", "--num-workers", "0"]
+    assert main([*small, "--amp", "bf16"]) == 2
+    assert "amp 'off' → 'bf16'" in capsys.readouterr().err
+    assert main([*small, "--amp", "bf16", "--overwrite"]) == 0
+    assert json.loads((out / "cnn" / "result.json").read_text())["settings"]["amp"] == "bf16"

@@ -32,3 +32,17 @@ def test_cv_folds_start_from_init(tmp_path, capsys):
                  "--subject-regex", r"^(S\d+)_", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
                  "--slice-dim", "8", "--quiet"]) == 0
     assert capsys.readouterr().out.count(f"init {tmp_path / 'b.pt'}") == 2  # once per fold
+
+
+def test_pretrain_layers_defaults_preset_file_command_line(tmp_path):
+    """defaults < preset < pretrain's own lr < --config file < command line; YAML's 1e-4
+    (a string to PyYAML) is read as a number."""
+    data = make_image_folder(tmp_path / "d", subjects=4, per_subject=1)
+    (tmp_path / "c.yaml").write_text("lr: 1e-4\nweight_decay: 1e-5\nepochs: 1\n")
+    args = ["pretrain", "--data", str(data), "--config", str(tmp_path / "c.yaml"), "--batch-size", "8",
+            "--image-size", "32", "--subject-regex", r"^(S\d+)_", "--quiet", "--num-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    cfg = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["config"]
+    assert cfg["lr"] == 1e-4 and cfg["weight_decay"] == 1e-5 and cfg["epochs"] == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--lr", "0.01"]) == 0
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["config"]["lr"] == 0.01

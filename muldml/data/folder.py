@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +87,19 @@ def _read_manifest(path: Path) -> list[dict]:
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        rows = [r for r in reader if r.get("status", "ok") in ("ok", "no_face")]
-    return rows
+        rows = list(reader)
+    # An empty status cell means ok; rows of any other status (skipped, …) hold no usable image.
+    kept, dropped = [], Counter()
+    for r in rows:
+        status = (r.get("status") or "ok").strip() or "ok"
+        if status in ("ok", "no_face"):
+            kept.append(r)
+        else:
+            dropped[status] += 1
+    if dropped:
+        counts = ", ".join(f"{n} with status {status!r}" for status, n in sorted(dropped.items()))
+        print(f"{path}: {sum(dropped.values())} of {len(rows)} row(s) left out ({counts})", file=sys.stderr)
+    return kept
 
 
 def originals(samples: Sequence[Sample]) -> list[Sample]:

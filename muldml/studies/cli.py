@@ -32,7 +32,7 @@ DEMO_KEYS = ("lr", "image_size", "epochs")
 
 def add_study_parser(sub) -> argparse.ArgumentParser:
     """Register `study` on the `muldml` subcommands."""
-    from muldml.cli import add_config_options, add_runtime_options
+    from muldml.config import add_config_options, add_runtime_options
 
     lines = [f"  {name:10s} {study.source}: {study.title}" for name, study in STUDIES.items()]
     lines.append(f"  {ALL:10s} every study above, each shared run trained once")
@@ -48,9 +48,13 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     protocol.add_argument("--folds", type=int, help="k-fold subject-independent cross-validation "
                           "(default 10 without an official split, 2 with --quick)")
     protocol.add_argument("--split", action="store_true", help="train → test on the official split")
-    parser.add_argument("--seeds", type=int, default=1, help="repetitions of every cell (seeds 0 … S-1)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="repetitions of every cell: seeds --seed … --seed+S-1 (default 1)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"tiny runs to check the pipeline: {QUICK_SETTINGS}, {QUICK_FOLDS} folds")
+                        help=f"tiny runs that check the pipeline end to end in minutes on a CPU: "
+                             f"{QUICK_SETTINGS['image_size']}-px images, {QUICK_SETTINGS['epochs']} epoch, batch "
+                             f"{QUICK_SETTINGS['batch_size']}, lr {QUICK_SETTINGS['lr']:g}, {QUICK_FOLDS} folds; "
+                             "their numbers say nothing about the method")
     parser.add_argument("--dataset", choices=("ck+", "mmi", "sfew", "raf-db"),
                         help="which dataset the data is, for the paper's published values")
     parser.add_argument("--config", help="JSON or YAML file of settings, e.g. configs/paper-ckplus.yaml")
@@ -58,6 +62,8 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("--image-level-split", action="store_true",
                         help="data without subjects (RAF-DB, SFEW): split image by image, stated in the reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain runs in the folder that were made with other settings (default: refuse)")
     add_config_options(parser)
     add_runtime_options(parser)
     parser.set_defaults(run=cmd_study)
@@ -98,8 +104,7 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from muldml.cli import runtime_from_args
-    from muldml.config import preset_config
+    from muldml.config import preset_config, runtime_from_args
     from muldml.data.folder import scan_folder
     from muldml.errors import UserError
     from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study
@@ -126,13 +131,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     else:
         data = Path(args.data)
     samples, classes = scan_folder(data, None, args.subject_regex)
+    first_seed = preset_config("mul-dml", **base).seed
+    # The folds are those of `muldml cv --seed S` and the hold-out of `muldml train --seed S` (one policy,
+    # muldml.protocol), drawn with the first seed and kept for every repetition.
     protocol = make_protocol(samples, args.folds, args.split, preset_config("mul-dml", **base).val_fraction,
-                             args.image_level_split, default_folds=QUICK_FOLDS if args.quick else 10)
+                             args.image_level_split, default_folds=QUICK_FOLDS if args.quick else 10, seed=first_seed)
     check_study_folder(out, {"data": str(Path(data).resolve()), "protocol": protocol.description,
                              "folds": [f.name for f in protocol.folds], "common_settings": base, "classes": classes})
-    ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[base.get("seed", 0) + i for i in range(args.seeds)], base=base,
+    ctx = StudyContext(out=out, classes=classes, protocol=protocol, seeds=[first_seed + i for i in range(args.seeds)], base=base,
                        runtime=runtime, tau_star=args.tau_star, dataset=args.dataset, quick=args.quick,
-                       progress=not args.quiet, command=_command(args), keep_checkpoints=not args.quick)
+                       progress=not args.quiet, command=_command(args), keep_checkpoints=not args.quick,
+                       overwrite=args.overwrite)
     print(f"{len(samples)} images, {len(classes)} classes; {protocol.description}")
     for study in studies_for(args.name):
         print(f"== {study.name}: {study.source}, {study.title}")

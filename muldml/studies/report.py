@@ -1,6 +1,7 @@
 """A study's report: results.json and report.md with the obtained accuracy (mean ± std over
-folds × seeds) beside the paper's published value, the τ* used and where it came from, the
-figures, the command and the settings of every cell."""
+folds × seeds) beside the paper's published value, macro-F1 and the majority-class baseline,
+the paired statistics of each comparison the paper's claim rests on, the τ* used and where it
+came from, the figures, the command and the settings of every cell."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from muldml.baselines import baseline_weight
 from muldml.report import Report
 from muldml.studies import figures
 from muldml.studies.definitions import Study
-from muldml.studies.paper import NOT_AVAILABLE, paper_tau_star, paper_value
+from muldml.studies.paper import CLAIMED_PAIRS, NOT_AVAILABLE, paper_tau_star, paper_value
 from muldml.studies.runner import StudyContext, resolve_baseline, resolve_tau_star
 
 
@@ -27,12 +28,69 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
             return None, None
         return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
+    from muldml.evaluate import metrics_from_confusion
+
     mean, std = stats([r["accuracy"] for r in runs])
     val_mean, val_std = stats([r.get("val_accuracy") for r in runs])
     best = [r["best_val_epoch"] for r in runs if r.get("best_val_epoch") is not None]
+    per_run = [metrics_from_confusion(r["confusion"], r["classes"]) for r in runs]
+    f1_mean, f1_std = stats([m["macro_f1"] for m in per_run])
+    majority, _ = stats([m["majority_baseline"] for m in per_run])
     return {"mean": mean, "std": std, "n": len(runs), "val_mean": val_mean, "val_std": val_std,
-            "best_val_epochs": best,
+            "best_val_epochs": best, "macro_f1_mean": f1_mean, "macro_f1_std": f1_std, "majority": majority,
             "accuracies": [r["accuracy"] for r in runs], "runs": sorted({r["dir"].rsplit("/", 2)[0] for r in runs})}
+
+
+def paired_comparison(method: list[dict], reference: list[dict]) -> dict[str, Any]:
+    """Paired difference of test accuracy (percentage points), method − reference, over the
+    runs both have (same seed and fold, so the same test images): mean ± sample std, a 95%
+    confidence interval (Student's t), the Wilcoxon signed-rank test and the paired t-test
+    (scipy; p None when undefined: fewer than 2 pairs, every difference 0 for Wilcoxon, all
+    differences equal for the t-test)
+    and wins / ties / losses."""
+    from scipy import stats
+
+    by_key = {(r["seed"], r["fold"]): r["accuracy"] for r in reference}
+    diffs = np.array([100 * (r["accuracy"] - by_key[r["seed"], r["fold"]]) for r in method
+                      if (r["seed"], r["fold"]) in by_key])
+    n = len(diffs)
+    result: dict[str, Any] = {"n": n, "mean": float(diffs.mean()) if n else None,
+                              "std": float(diffs.std(ddof=1)) if n > 1 else None, "ci95": None,
+                              "wilcoxon_p": None, "t_test_p": None, "wins": int((diffs > 0).sum()),
+                              "ties": int((diffs == 0).sum()), "losses": int((diffs < 0).sum())}
+    if n > 1:
+        half = float(stats.t.ppf(0.975, n - 1) * result["std"] / np.sqrt(n))
+        result["ci95"] = [result["mean"] - half, result["mean"] + half]
+        if result["std"] > 1e-9:  # identical differences (up to rounding): the t statistic is undefined
+            result["t_test_p"] = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+        if np.any(diffs != 0):
+            result["wilcoxon_p"] = float(stats.wilcoxon(diffs).pvalue)
+    return result
+
+
+def _pairs_section(study: Study, results: dict[str, list[dict]], report: Report) -> list[dict]:
+    pairs = [(a, b) for a, b in CLAIMED_PAIRS.get(study.name, ()) if a in results and b in results]
+    if not pairs:
+        return []
+    rows, out = [], []
+    for a, b in pairs:
+        c = paired_comparison(results[a], results[b])
+        out.append({"method": a, "reference": b, **c})
+
+        def num(x, digits=2):
+            return "—" if x is None else f"{x:.{digits}f}"
+
+        ci = "—" if c["ci95"] is None else f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"
+        rows.append([f"{a} − {b}", c["n"], f"{num(c['mean'])} ± {num(c['std'])}", ci, num(c["wilcoxon_p"], 3),
+                     num(c["t_test_p"], 3), f"{c['wins']} / {c['ties']} / {c['losses']}"])
+    report.heading("Paired comparisons")
+    report.paragraph("The comparisons the paper's claim rests on, paired by seed and fold (the same test images): "
+                     "difference of test accuracy in points, mean ± std over pairs, its 95% confidence interval "
+                     "(Student's t), the p-values of the Wilcoxon signed-rank test and of the paired t-test (scipy; "
+                     "— where undefined: one pair, or no difference), and wins / ties / losses of the first model.")
+    report.table(["comparison", "pairs", "difference (points)", "95% CI", "Wilcoxon p", "paired t p",
+                  "wins / ties / losses"], rows)
+    return out
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -84,17 +142,29 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
         columns = list(dict.fromkeys(r["column"] for r in rows))
         grid_rows = list(dict.fromkeys(r["row"] for r in rows))
         by = {(r["row"], r["column"]): r for r in rows}
-        report.paragraph("Accuracy (%) on the test images, mean ± std; the paper's value in brackets.")
+        majority = max((r["majority"] for r in rows if r["majority"] is not None), default=None)
+        report.paragraph("Accuracy (%) on the test images, mean ± std; the paper's value in brackets. "
+                         + ("" if majority is None else f"Majority-class baseline of the test images: {majority:.2f}%."))
         report.table(["", *columns], [[g, *(f"{_pm(by[g, c]['mean'], by[g, c]['std'])} ({_paper(by[g, c]['paper'])})"
                                           for c in columns)] for g in grid_rows])
     else:
-        report.table(["model", "accuracy (%)", "validation accuracy (%)", "paper (%)", "runs", "best epoch (val)"],
-                     [[r["label"], _pm(r["mean"], r["std"]), _pm(r["val_mean"], r["val_std"]), _paper(r["paper"]), r["n"],
-                       _epochs(r["best_val_epochs"])] for r in rows])
-        report.paragraph("Best epoch (val): per run, the epoch with the highest validation accuracy on held-out "
-                         "training subjects, the epochs each model needed (median, range over runs); the accuracy "
-                         "columns are still the last epoch's.")
+        report.paragraph("Test accuracy and macro-F1 (scikit-learn) are mean ± std over runs; the majority-class "
+                         "baseline is the share of the test images' most frequent class (a model that always "
+                         "answers it scores that); ⚠ marks a model at or below it. Best epoch (val): per run, the "
+                         "epoch with the highest validation accuracy on held-out training subjects, the epochs each "
+                         "model needed (median, range over runs); the accuracy columns are still the last epoch's.")
+        report.table(["model", "accuracy (%)", "paper (%)", "macro-F1 (%)", "majority baseline (%)",
+                      "validation accuracy (%)", "runs", "best epoch (val)"],
+                     [[r["label"], _pm(r["mean"], r["std"]) + (" ⚠" if r["mean"] is not None and r["majority"] is not None
+                                                              and r["mean"] <= r["majority"] else ""),
+                       _paper(r["paper"]), _pm(r["macro_f1_mean"], r["macro_f1_std"]),
+                       "—" if r["majority"] is None else f"{r['majority']:.2f}", _pm(r["val_mean"], r["val_std"]), r["n"],
+                       _epochs(r["best_val_epochs"])]
+                      for r in rows])
     _regime_warning(results, report)
+    pairs = _pairs_section(study, results, report)
+    if pairs:
+        summary["paired"] = pairs
     if study.selects_tau_star:
         summary["tau_star"] = _nested_tau_star(ctx, study, results, report)
     elif tau_rows:

@@ -6,7 +6,10 @@ report is written from.
     OUT/runs/<run id>/seed-<s>/<fold>/      a training run: checkpoint, history, report, result.json
     OUT/<study>/report.md, results.json …   written by report.py
 
-A run is done when its result.json exists (written last); an interrupted run resumes from its
+Every run folder follows the run-folder contract (muldml.training.runfolder): a run is done
+when its result.json exists (written last) and records the settings asked for, runtime options
+that change learning included (amp, gradient caching, sync-bn, processes); a folder made with
+other settings is refused in one line unless --overwrite. An interrupted run resumes from its
 checkpoint. The run id names the settings that differ from the preset, so cells of different
 studies with the same settings (e.g. table2's τ = 0.45 and table3's S-Dual-Triplet at τ* = 0.45)
 are one run.
@@ -33,9 +36,9 @@ from muldml.errors import UserError
 from muldml.protocol import Fold, Protocol, make_protocol
 from muldml.regime import undifferentiated
 from muldml.studies.definitions import STUDIES, Cell, Study
-from muldml.training.checkpoint import CHECKPOINT
+from muldml.training import runfolder
+from muldml.training.runfolder import CHECKPOINT, RESULT
 
-RESULT = "result.json"
 STUDY_FILE = "study.json"
 
 
@@ -55,6 +58,7 @@ class StudyContext:
     progress: bool = True
     command: str = ""
     keep_checkpoints: bool = True
+    overwrite: bool = False  # replace runs made with other settings instead of refusing
     done: dict[Path, dict] = field(default_factory=dict)
 
     def config(self, cell: Cell, tau_star: float | None, seed: int) -> Config:
@@ -80,14 +84,17 @@ def run_dir(ctx: StudyContext, cfg: Config, fold: Fold, seed: int) -> Path:
     return ctx.out / "runs" / run_id(cfg, ctx.base) / f"seed-{seed}" / fold.name
 
 
-def read_result(path: Path) -> dict | None:
-    result = path / RESULT
-    if not result.is_file():
-        return None
-    try:
-        return json.loads(result.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # torn or unreadable: the run is redone
+def read_result(path: Path, requested: dict | None = None) -> dict | None:
+    """A finished run's result (None when absent or torn: the run is redone); see
+    runfolder.read_result for `requested`."""
+    return runfolder.read_result(path, requested)
+
+
+def fingerprint(ctx: StudyContext, cfg: Config, fold: Fold) -> dict:
+    """The settings fingerprint of one cell's run on `fold`."""
+    from muldml.training import resolve_device
+
+    return runfolder.fingerprint(cfg, ctx.runtime, resolve_device(ctx.runtime.device).type, fold.train)
 
 
 def check_study_folder(out: Path, started: dict[str, Any]) -> None:
@@ -127,13 +134,14 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
             incomplete = json.loads(progress_file.read_text(encoding="utf-8"))
         for epoch in range(len(incomplete) + 1, cfg.epochs + 1):
             state = fit(cfg, fold.train, fold.val, out, ctx.runtime, resume=True, progress=ctx.progress,
-                        stop_after=epoch)
+                        stop_after=epoch, test_samples=fold.test, split_policy=f"{ctx.protocol.description}; {fold.name}")
             model, _ = model_from_checkpoint(state)
             incomplete.append({"epoch": epoch,
                                "train": incomplete_rate(model, originals(fold.train), cfg, device, seed),
                                "val": incomplete_rate(model, fold.val, cfg, device, seed)})
             atomic.write_json(progress_file, incomplete)
-    state = fit(cfg, fold.train, fold.val, out, ctx.runtime, resume=True, progress=ctx.progress)
+    state = fit(cfg, fold.train, fold.val, out, ctx.runtime, resume=True, progress=ctx.progress,
+                test_samples=fold.test, split_policy=f"{ctx.protocol.description}; {fold.name}")
     # Quick mode skips each run's own report (its plots cost more than its training).
     tested = evaluate(state, fold.test, None if ctx.quick else out, device=ctx.runtime.device,
                       title=f"{cfg.preset}, seed {seed}, {fold.name}")
@@ -151,7 +159,7 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
         "incomplete": incomplete or None,
         "config": cfg.to_dict(),
     }
-    atomic.write_json(out / RESULT, result)
+    runfolder.write_result(out, result)
     if not (ctx.keep_checkpoints or keep):
         (out / CHECKPOINT).unlink(missing_ok=True)
     return result
@@ -172,7 +180,10 @@ def run_cell(ctx: StudyContext, study: Study, cell: Cell, fold: Fold, seed: int)
         cell = dataclasses.replace(cell, overrides=cell.overrides + tuple(chosen.items()))
     cfg = ctx.config(cell, tau, seed)
     out = run_dir(ctx, cfg, fold, seed)
-    result = ctx.done.get(out) or read_result(out)
+    requested = fingerprint(ctx, cfg, fold)
+    if out not in ctx.done:
+        runfolder.check_folder(out, requested, ctx.overwrite)  # other settings: refuse, or clear with --overwrite
+    result = ctx.done.get(out) or read_result(out, requested)
     # A run trained for another study may lack what this one needs: the per-epoch rate of
     # incomplete judgements (fig6) or its weights (fig7, after a quick run removed them).
     lacking = result is not None and ((study.figure == "fig6" and not result.get("incomplete")) or

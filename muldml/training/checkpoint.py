@@ -8,7 +8,12 @@ It holds no device: weights load on the CPU and go wherever the command says (--
     model       state_dict            optimizer   Adam state_dict
     schedule    {"start", "factor", "epochs"}: the learning-rate plan (see lr_factor)
     rng         torch / numpy / python / loader generator / cuda states as tensors and ints
+    scaler      the fp16 GradScaler's state ({} without one)
+    position    {"epoch", "batch"}: where the sampler and loader stand. Checkpoints are taken
+                at epoch ends (batch 0 of the next epoch); every epoch reseeds the sampler,
+                the augmentation and dropout from (seed, epoch), so that is all they need.
     epoch       epochs completed      config      Config.to_dict()
+    fingerprint the run's settings fingerprint (runfolder.py)
     history     one dict of floats per epoch (also in history.csv)
 """
 from __future__ import annotations
@@ -28,14 +33,11 @@ from muldml import io as atomic
 from muldml.config import Config
 from muldml.errors import UserError
 from muldml.model import MulDMLNet
+from muldml.training.build import build_model
+from muldml.training.runfolder import CHECKPOINT, RESUMABLE_CHANGES  # noqa: F401  (re-exported)
 
-CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 CHECKPOINT_FORMAT = 2
-# Settings a resumed run may change, with why that is safe:
-#   epochs   how long it runs; a cosine schedule is re-planned over the new length (lr_factor)
-#   backend  which implementation computes the same loss (reference, torch, triton)
-RESUMABLE_CHANGES = {"epochs", "backend"}
 
 
 def lr_factor(schedule: dict[str, Any], epoch: int, kind: str) -> float:
@@ -114,8 +116,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[MulDMLNet, Config]:
     """(model on the CPU, its Config) from a loaded checkpoint; move the model where needed."""
-    from muldml.training.run import build_model
-
     cfg = Config.from_dict(state["config"])
     model = build_model(cfg)
     try:
@@ -123,16 +123,6 @@ def model_from_checkpoint(state: dict[str, Any]) -> tuple[MulDMLNet, Config]:
     except RuntimeError as e:
         raise UserError(f"checkpoint weights do not fit its own config: {str(e).splitlines()[0]}") from None
     return model, cfg
-
-
-def check_resumable(out: Path, saved: Config, cfg: Config) -> None:
-    """Refuse to resume `saved` with settings that change what is learnt (one line)."""
-    if saved.preset != cfg.preset:
-        raise UserError(f"{out / CHECKPOINT} was trained with preset {saved.preset!r}, not {cfg.preset!r}")
-    new = cfg.to_dict()
-    changed = [k for k, v in saved.to_dict().items() if k not in RESUMABLE_CHANGES and new[k] != v]
-    if changed:
-        raise UserError(f"cannot resume {out}: settings differ from its checkpoint ({', '.join(changed)})")
 
 
 def write_history(out: Path, history: list[dict]) -> None:

@@ -5,7 +5,9 @@ Launch: ``torchrun --nproc-per-node K -m muldml train …``. torchrun sets RANK,
 and LOCAL_RANK; ``setup`` then joins the default process group (nccl on CUDA, gloo on the
 CPU) and gives process r the device cuda:LOCAL_RANK. A plain run is rank 0 of a world of 1.
 An elastic restart (torchrun --max-restarts) starts every process again with the same
-command; TORCHELASTIC_RESTART_COUNT > 0 then makes the run resume from its checkpoint.
+command; TORCHELASTIC_RESTART_COUNT > 0 then makes the run resume from its checkpoint, and
+the process group of each attempt keeps its keys apart in the rendezvous store
+(``attempt_store``).
 """
 from __future__ import annotations
 
@@ -63,6 +65,22 @@ def restart_count() -> int:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
 
 
+def attempt_store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store of this attempt: torchrun's TCPStore at MASTER_ADDR:MASTER_PORT,
+    under a prefix holding the restart count.
+
+    Why: torchrun's agent creates this store at its first rendezvous and shares it with every
+    later round (TORCHELASTIC_USE_AGENT_STORE; torch's own env:// init then adds no per-attempt
+    prefix). A restarted process group would read the keys the killed attempt left there: gloo
+    connects to the dead worker's old address ("Connection refused") whenever a process reads
+    a peer's key before the peer has rewritten it, a race seen after a worker's SIGKILL.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_store, multi_tenant=not agent_store)
+    return dist.PrefixStore(f"muldml/attempt-{restart_count()}", store)
+
+
 def setup(device_name: str) -> Processes:
     """Join the process group when launched by torchrun (or use the one already set up)
     and pick this process's device. Raises UserError for devices that do not exist."""
@@ -75,8 +93,9 @@ def setup(device_name: str) -> Processes:
         if device.type == "cuda":
             device = torch.device("cuda", local)
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                device_id=device if device.type == "cuda" else None)
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=attempt_store(rank, world),
+                                rank=rank, world_size=world, device_id=device if device.type == "cuda" else None)
         rank, world, owns = dist.get_rank(), dist.get_world_size(), True
     else:
         return Processes(0, 1, device)
@@ -110,3 +129,75 @@ def sum_over_processes(values: list[float]) -> list[float]:
 def is_main() -> bool:
     """True in the process that logs, writes checkpoints and reports (rank 0)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """Sum of a tensor over processes; its gradient is the sum of the processes' gradients
+    (each process's loss depends on every process's rows through the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are the global batch's, over all processes, for
+    the CPU (gloo), where torch's SyncBatchNorm does not run. Mean and biased variance are
+    two differentiable all-reduces (sums over processes, so gradients flow to every
+    process's rows); the running statistics update as torch's BatchNorm does (unbiased
+    variance over the global count). Outside training, or in a world of 1, it is BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed_world() > 1):
+            return super().forward(x)
+        all_reduce = _SumOverProcesses.apply
+        dims = [0, *range(2, x.dim())]
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        count = all_reduce(torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype))
+        mean = all_reduce(x.sum(dims)) / count
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), momentum)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """--sync-bn: BatchNorm layers normalise by the global batch's statistics. On CUDA torch's
+    SyncBatchNorm; on the CPU GlobalBatchNorm. State-dict keys and values stay the same, so
+    checkpoints load either way. Returns the converted model (the same object when possible)."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _to_global(model)
+
+
+def _to_global(module: torch.nn.Module) -> torch.nn.Module:
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                    module.track_running_stats)
+        reference = module.weight if module.affine else module.running_mean
+        if reference is not None:
+            converted.to(device=reference.device, dtype=reference.dtype)
+        converted.load_state_dict(module.state_dict())
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, _to_global(child))
+    return module

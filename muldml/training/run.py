@@ -1,24 +1,28 @@
-"""``fit()``: the one training entry point that the CLI, cross-validation, the demo and the
-studies call, in one process or under torchrun.
+"""``fit()``: the one training entry point that train, pretrain, cross-validation, the demo
+and the studies call, in one process or under torchrun.
 
-A run folder holds ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
-checkpoint.py) and ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
+A run folder follows the run-folder contract (runfolder.py): settings.json and split.json
+before training, ``checkpoint.pt`` (written atomically by rank 0 after every epoch, see
+checkpoint.py), ``history.csv`` (one row per epoch: learning rate, cross-entropy, each
 slice's triplet loss and active fraction, accuracy for train and val, training images per
 second and peak memory; and every loss term with its share and the threshold regime's
-diagnostics, see training/loop.Meter and muldml/regime.py). ``resume=True`` continues from the checkpoint and reaches the same
-final weights as an uninterrupted run: every epoch reseeds its random streams from (seed,
-epoch, rank), and each image is augmented from its own seed (data/samplers.py), so neither
-loader workers nor the point of interruption change what is drawn.
+diagnostics, see training/loop.Meter and muldml/regime.py), and the caller's result.json
+last. ``resume=True`` continues from the checkpoint and reaches the same final weights as an
+uninterrupted run: every epoch reseeds its random streams from (seed, epoch, rank), each
+image is augmented from its own seed (data/samplers.py), the loaders draw their workers'
+seeds from their own generator, and the fp16 GradScaler is restored, so neither loader
+workers nor the point of interruption change what is drawn.
 
 Under torchrun (K processes) the global batch is ``batch_size``: each process takes
 batch_size / K images of every global batch, the triplet loss mines over the all-gathered
-global batch (muldml.distributed), and DDP averages gradients, so one step equals one
-process on the whole batch (BatchNorm statistics are per process, as usual with DDP).
-Batches come from one generator seeded alike in every process rather than from
-torch's DistributedSampler, so the global batches (and their augmentation) do not depend
-on the number of processes: that is what lets a run resume with another world size.
-Validation runs in every process over the whole validation set without collectives;
-rank 0 records it.
+global batch (muldml.distributed), and DDP averages gradients. With ``Runtime.sync_bn``
+BatchNorm uses the global batch's statistics too, and one step equals one process on the
+whole batch; without it each process normalises its own share (as usual with DDP), and the
+run's settings record the number of processes. Batches come from one generator seeded alike
+in every process rather than from torch's DistributedSampler, so the global batches (and
+their augmentation) do not depend on the number of processes: with sync_bn a run may
+resume with another world size. Validation runs in every process over the whole validation
+set without collectives; rank 0 records it.
 """
 from __future__ import annotations
 
@@ -39,42 +43,19 @@ from muldml.data.augment import eval_transform, train_transform
 from muldml.data.folder import FaceDataset, Sample, class_counts
 from muldml.data.samplers import PKSampler, SeededDataset, ShardedBatches, random_batches
 from muldml.errors import UserError
-from muldml.losses import MultiThresholdTripletLoss
-from muldml.model import MulDMLNet, load_init
+from muldml.model import load_init
 from muldml.regime import ALL_ACTIVE, UNDIFFERENTIATED, undifferentiated
-from muldml.training.checkpoint import (CHECKPOINT, check_resumable, load_checkpoint, lr_factor, rng_state,
-                                        save_checkpoint, set_rng_state, write_history)
-from muldml.training.distributed import Processes, restart_count, setup, sum_over_processes, teardown
+from muldml.training import runfolder
+from muldml.training.build import build_model, build_triplet_loss
+from muldml.training.checkpoint import (CHECKPOINT, load_checkpoint, lr_factor, rng_state, save_checkpoint,
+                                        set_rng_state, write_history)
+from muldml.training.distributed import (Processes, barrier, resolve_device, restart_count, setup,
+                                         sum_over_processes, sync_batchnorm, teardown)
 from muldml.training.loop import Precision, run_epoch
 
 # Columns of history.csv that measure the machine, not the learning (they differ between
 # an interrupted and an uninterrupted run).
 THROUGHPUT_COLUMNS = ("images_per_s", "peak_memory_mb")
-
-
-def build_model(cfg: Config) -> MulDMLNet:
-    """The network `cfg` describes, on the CPU, freshly initialised."""
-    return MulDMLNet(len(cfg.classes), cfg.num_slices, cfg.slice_dim, cfg.classifier_input,
-                     cfg.multitask, cfg.dropout, cfg.cosine_scale, cfg.learn_cosine_scale)
-
-
-def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
-    """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
-    baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
-    all_gather: mine over all processes' rows (default: when running distributed)."""
-    if cfg.metric_loss == "circle":
-        from muldml.baselines import CircleMetricLoss, baseline_weight
-
-        return CircleMetricLoss(cfg.circle_m, cfg.circle_gamma, lam=baseline_weight(cfg.lam))
-    if cfg.metric_loss == "hist":
-        from muldml.baselines import HISTLoss, baseline_weight
-
-        return HISTLoss(len(cfg.classes), cfg.num_slices * cfg.slice_dim, cfg.hist_tau, cfg.hist_alpha,
-                        cfg.hist_lambda_s, cfg.hist_hidden, lam=baseline_weight(cfg.lam))
-    if not cfg.margins:
-        return None
-    return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
-                                     lam=cfg.lam, backend=cfg.backend, all_gather=all_gather)
 
 
 def precision_for(amp: str, device: torch.device) -> Precision:
@@ -119,8 +100,12 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 def _loaders(cfg: Config, runtime: Runtime, procs: Processes, train_samples: Sequence[Sample],
              val_samples: Sequence[Sample], generator: torch.Generator):
     workers = runtime.workers
+    # A DataLoader draws its workers' base seed when its iterator starts: from the global RNG
+    # unless given a generator. Persistent workers start once per process, so that draw would
+    # shift the dropout stream of the first epoch after a resumption; their own generator
+    # keeps the global stream untouched (SeededDataset seeds each image anyway).
     options = dict(num_workers=workers, pin_memory=procs.device.type == "cuda", persistent_workers=workers > 0,
-                   prefetch_factor=4 if workers > 0 else None)
+                   prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(cfg.seed))
     if cfg.sampler == "pk":
         batches = PKSampler([s.label for s in train_samples], cfg.batch_size, cfg.pk_samples, generator)
     else:
@@ -156,48 +141,73 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    test_samples: Sequence[Sample] = (),
+    split_policy: str = "",
+    data_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `cfg` on the samples, checkpointing into `out` after every epoch.
 
-    runtime: device, loaders, precision, compilation, gradient caching (default: Runtime()).
-    resume: continue from out/checkpoint.pt (its config must be the same run's, up to
-    RESUMABLE_CHANGES); without it, a folder that holds a checkpoint is refused unless
-    overwrite. An elastic restart under torchrun resumes by itself. stop_after: end after
-    this epoch (an interruption, for tests).
+    The folder follows the run-folder contract (runfolder.py): settings.json (the settings
+    fingerprint) and split.json (train / val / test images, `split_policy`) are written
+    before training (with `data_source`, where the images came from). runtime: device, loaders, precision, compilation, gradient caching,
+    sync-bn (default: Runtime()). resume: continue from out/checkpoint.pt; its fingerprint
+    must equal this run's up to RESUMABLE_CHANGES. Without it, a folder that holds a run is
+    refused unless overwrite, which replaces it. An elastic restart under torchrun resumes
+    by itself. stop_after: end after this epoch (an interruption, for tests).
     Returns the final checkpoint state (see checkpoint.py). Raises UserError for
-    unwritable or occupied folders, classes without samples, a global batch that does not
-    split over the processes, --amp fp16 without CUDA and checkpoints that do not fit.
+    unwritable folders, folders holding a run of other settings (naming each difference),
+    fewer than two classes, classes without samples, a global batch that does not split
+    over the processes, --amp fp16 without CUDA and checkpoints that do not fit.
     """
     runtime = (runtime or Runtime()).validate()
     out = Path(out)
     resume = resume or restart_count() > 0
-    if (out / CHECKPOINT).exists() and not resume and not overwrite:
-        raise UserError(f"{out} already holds a run ({CHECKPOINT}); use --resume to continue it or --overwrite to replace it")
-    if not cfg.classes:
-        raise UserError("the config names no classes")
+    if len(cfg.classes) < 2:
+        raise UserError(f"the data has {len(cfg.classes)} class(es) ({', '.join(cfg.classes) or 'none'}): "
+                        "triplets and classification need at least two")
     counts = class_counts(train_samples, len(cfg.classes))
     empty = [name for name, n in zip(cfg.classes, counts) if n == 0]
     if empty:
         raise UserError(f"class(es) with no training samples: {', '.join(empty)}")
     procs = setup(runtime.device)
     try:
-        return _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after)
+        return _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after,
+                    test_samples, split_policy, data_source)
     finally:
         teardown(procs)
 
 
-def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after):
-    device = procs.device
+def _prepare_folder(out: Path, requested: dict, procs: Processes, resume: bool, overwrite: bool) -> bool:
+    """Apply the run-folder contract before training; True when a checkpoint is resumed."""
     check_writable(out, procs.rank)
+    if overwrite and not resume and procs.main:
+        runfolder.clear(out)
+    barrier()
+    holds = runfolder.check_folder(out, requested, overwrite, main=procs.main)
+    barrier()
+    if holds and not resume:
+        raise UserError(f"{out} already holds a run ({CHECKPOINT}); use --resume to continue it or --overwrite to "
+                        "replace it")
+    return holds and (out / CHECKPOINT).exists()
+
+
+def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite, progress, stop_after,
+         test_samples, split_policy, data_source):
+    device = procs.device
     if cfg.batch_size % procs.world:
         raise UserError(f"batch_size {cfg.batch_size} (the global batch) does not split over {procs.world} processes")
     precision = precision_for(runtime.amp, device)
+    requested = runfolder.fingerprint(cfg, runtime, device.type, train_samples, procs.world)
+    resuming = _prepare_folder(out, requested, procs, resume, overwrite)
+    if procs.main:
+        runfolder.write_settings(out, requested)
+        runfolder.write_split(out, split_policy, cfg.seed,
+                              {"train": train_samples, "val": val_samples, "test": test_samples}, data_source)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     loader_generator = torch.Generator().manual_seed(cfg.seed)
 
-    resuming = resume and (out / CHECKPOINT).exists()
     model = build_model(cfg)
     if cfg.init and not resuming:
         missing, unexpected = load_init(model, cfg.init)
@@ -215,16 +225,22 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     start_epoch = 0
     if resuming:
         state = load_checkpoint(out / CHECKPOINT)
-        check_resumable(out, Config.from_dict(state["config"]), cfg)
         model.load_state_dict(state["model"])
         if loss_parameters:
             triplet_loss.load_state_dict(state["loss"])
         set_rng_state(state["rng"], loader_generator)
+        if precision.scaler is not None and state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
         history, start_epoch, schedule = state["history"], state["epoch"], state["schedule"]
         if schedule["epochs"] != cfg.epochs:
             # A new length: continue from the last rate used, down to 0 at the new end.
             last = history[-1]["lr"] / cfg.lr if history else lr_factor(schedule, start_epoch, cfg.scheduler)
             schedule = {"start": start_epoch, "factor": last, "epochs": cfg.epochs}
+    if runtime.sync_bn and procs.world > 1:
+        model = sync_batchnorm(model, device)
+    if runtime.grad_cache and procs.main:
+        print(f"gradient caching in chunks of {runtime.grad_cache}: BatchNorm in train mode normalises each chunk by "
+              "its own statistics (as if each chunk were its own batch); mining and the loss see the whole batch")
     model.to(device)
     if triplet_loss is not None:
         triplet_loss.to(device)
@@ -245,7 +261,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     bar = tqdm(total=max(0, last - start_epoch) * len(train_loader), disable=not (progress and procs.main),
                desc=f"{cfg.preset}", unit="batch", dynamic_ncols=True)
-    if overwrite and not resuming and procs.main:
+    if not resuming and procs.main:
         shutil.rmtree(out / "tensorboard", ignore_errors=True)  # the replaced run's curves
     board = tensorboard_writer(out) if procs.main else None
     state = None
@@ -269,8 +285,14 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         row["images_per_s"] = meter.samples / max(meter.seconds, 1e-9)
         row["peak_memory_mb"] = _peak_memory_mb(device)  # rank 0's
         history.append(row)
+        if procs.main and not progress:  # --quiet: no bars, one line per epoch
+            val = f", val acc {row['val_acc']:.3f}" if "val_acc" in row else ""
+            print(f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}: train ce {row['train_ce']:.4f}, "
+                  f"train acc {row['train_acc']:.3f}{val}", flush=True)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule,
-                 "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history}
+                 "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history,
+                 "fingerprint": requested, "position": {"epoch": epoch + 1, "batch": 0},
+                 "scaler": precision.scaler.state_dict() if precision.scaler is not None else {}}
         if loss_parameters:
             state["loss"] = triplet_loss.state_dict()
         if procs.main:

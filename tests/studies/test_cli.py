@@ -98,3 +98,14 @@ def test_unwritable_study_folder_is_one_line(tmp_path, capsys):
     assert main(["study", "table3", "--demo", "--quick", "--quiet", "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not writable" in err[0]
+
+
+def test_a_cell_trained_with_other_runtime_options_is_not_reused(tmp_path, capsys):
+    """A study cell's folder records the runtime options that change learning: rerunning with
+    --grad-cache refuses in one line instead of mixing runs trained differently."""
+    args = ["study", "fig9", "--demo", "--quick", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--grad-cache", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "grad_cache None → 4" in err[0] and "--overwrite" in err[0]

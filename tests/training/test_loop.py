@@ -92,6 +92,16 @@ def test_gradient_cache_replays_dropout_and_moves_norm_statistics_once():
         assert torch.allclose(a.double(), b.double(), atol=1e-12), name
 
 
+def test_gradient_cache_with_batchnorm_in_train_mode_is_not_whole_batch_training():
+    # What the README states: with BatchNorm in train mode (how muldml trains ResNet-18), the
+    # cached gradients are those of the chunks above (each normalised by its own statistics),
+    # not of one pass over the whole batch. The gap is large, not rounding.
+    _, whole = step(resnet(0.0, frozen_norm=False), None)
+    _, cached = step(resnet(0.0, frozen_norm=False), 4)
+    gap = max(float((cached[n] - whole[n]).norm() / whole[n].norm()) for n in whole if whole[n].norm() > 0)
+    assert gap > 0.1
+
+
 def test_bf16_autocast_step_on_cpu():
     from muldml.training.loop import Precision, train_step
 

@@ -108,10 +108,16 @@ def test_bad_runs_name_the_problem(dataset, tmp_path):
     with pytest.raises(UserError, match="no training samples: surprise"):
         train(config(), no_surprise, val_s, tmp_path / "a", progress=False)
     train(config(epochs=1), train_s, val_s, tmp_path / "b", progress=False)
-    with pytest.raises(UserError, match="trained with preset 'mul-dml', not 'cnn'"):
+    with pytest.raises(UserError, match="other settings \\(preset 'mul-dml' → 'cnn'"):
         train(config("cnn", epochs=1), train_s, val_s, tmp_path / "b", resume=True, progress=False)
-    with pytest.raises(UserError, match="settings differ"):
+    with pytest.raises(UserError, match="other settings \\(lr 0.001 → 0.5\\); use --overwrite"):
         train(config(lr=0.5), train_s, val_s, tmp_path / "b", resume=True, progress=False)
+    # Runtime options that change what is learnt are part of the run's settings too.
+    with pytest.raises(UserError, match="grad_cache None → 4"):
+        fit(config(), train_s, val_s, tmp_path / "b", Runtime(device="cpu", num_workers=0, grad_cache=4), resume=True,
+            progress=False)
+    with pytest.raises(UserError, match="mining_precision 'tf32' → 'bf16'"):
+        train(config(mining_precision="bf16"), train_s, val_s, tmp_path / "b", resume=True, progress=False)
     data = (tmp_path / "b" / CHECKPOINT).read_bytes()
     (tmp_path / "b" / CHECKPOINT).write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="unreadable"):
@@ -126,6 +132,8 @@ def test_existing_run_folder_is_not_overwritten(dataset, tmp_path):
     train_s, val_s, _ = dataset
     first = train(config(epochs=1), train_s, val_s, tmp_path, progress=False)
     with pytest.raises(UserError, match="already holds a run.*--resume.*--overwrite"):
+        train(config(epochs=1), train_s, val_s, tmp_path, progress=False)
+    with pytest.raises(UserError, match="other settings \\(seed 3 → 4\\)"):
         train(config(epochs=1, seed=4), train_s, val_s, tmp_path, progress=False)
     assert torch.equal(load_checkpoint(tmp_path)["model"]["embedding.weight"], first["model"]["embedding.weight"])
     replaced = train(config(epochs=1, seed=4), train_s, val_s, tmp_path, overwrite=True, progress=False)
@@ -146,3 +154,65 @@ def test_resume_with_more_epochs_keeps_the_cosine_schedule_falling(dataset, tmp_
     lrs = [row["lr"] for row in short["history"]]
     assert len(lrs) == 3 and all(b <= a for a, b in zip(lrs, lrs[1:]))
 
+
+
+def test_one_class_is_refused(dataset, tmp_path):
+    train_s, val_s, _ = dataset
+    cfg = config()
+    cfg.classes = ["anger"]
+    only = [s for s in train_s if s.label == 0]
+    with pytest.raises(UserError, match="1 class\\(es\\) \\(anger\\): triplets and classification need at least two"):
+        train(cfg, only, [s for s in val_s if s.label == 0], tmp_path, progress=False)
+
+
+def test_run_folder_records_settings_and_split(dataset, tmp_path):
+    import json
+
+    train_s, val_s, _ = dataset
+    fit(config(epochs=1), train_s, val_s, tmp_path, Runtime(device="cpu", num_workers=0, grad_cache=4), progress=False,
+        split_policy="hold-out")
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["grad_cache"] == 4 and settings["amp"] == "off" and settings["world_size"] == "any"
+    assert settings["batchnorm_statistics"] == "global batch"
+    assert settings["global_batch"] == 8 and settings["mining_precision"] == "tf32"
+    assert settings["training_images"].startswith(f"{len(train_s)} images")
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["policy"] == "hold-out" and len(split["train"]["images"]) == len(train_s)
+    assert set(split["val"]["subjects"]) == {s.subject for s in val_s}
+
+
+def test_resume_is_exact_with_the_default_loader_workers(dataset, tmp_path):
+    """Default Runtime: min(8, CPUs) persistent workers (2 here, as in CI)."""
+    train_s, val_s, _ = dataset
+    runtime = Runtime(device="cpu")
+    assert runtime.workers >= 2
+    whole = fit(config(epochs=2), train_s, val_s, tmp_path / "whole", runtime, progress=False)
+    fit(config(epochs=2), train_s, val_s, tmp_path / "cut", runtime, progress=False, stop_after=1)
+    resumed = fit(config(epochs=2), train_s, val_s, tmp_path / "cut", runtime, resume=True, progress=False)
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_fp16_grad_scaler_resumes_exactly(dataset, tmp_path, monkeypatch):
+    """The GradScaler's scale and growth tracker are in the checkpoint. fp16 autocast runs on
+    the CPU here (the command line refuses it there; CUDA is where users run it)."""
+    from muldml.training import run
+    from muldml.training.loop import Precision
+
+    # growth_interval 1: the scale doubles every finite step and halves on overflow, so it moves every step.
+    monkeypatch.setattr(run, "precision_for", lambda amp, device: Precision(
+        torch.float16, torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)))
+    train_s, val_s, _ = dataset
+    whole = train(config(epochs=2), train_s, val_s, tmp_path / "whole", progress=False)
+    train(config(epochs=2), train_s, val_s, tmp_path / "cut", progress=False, stop_after=1)
+    resumed = train(config(epochs=2), train_s, val_s, tmp_path / "cut", resume=True, progress=False)
+    assert whole["scaler"]["scale"] == resumed["scaler"]["scale"] != 2.0**10
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_the_trainer_passes_the_mining_precision_to_the_loss():
+    for precision in ("tf32", "tf32x3", "bf16"):
+        assert build_triplet_loss(config(mining_precision=precision)).precision == precision
+    with pytest.raises(UserError, match="mining_precision must be one of tf32, tf32x3, bf16; got 'fp8'"):
+        config(mining_precision="fp8")

@@ -1,5 +1,6 @@
-"""`torchrun --nproc-per-node 2 -m muldml train` on the demo faces (CPU, gloo), and its
-resumption in one process with the same global batch."""
+"""`torchrun --nproc-per-node 2 -m muldml train` on the demo faces (CPU, gloo): its
+resumption in one process with the same global batch (--sync-bn), and an elastic restart
+after a worker is killed with SIGKILL."""
 import os
 import signal
 import socket
@@ -47,7 +48,8 @@ def torchrun(*args, nodes: int = 0):
 def test_two_process_train_then_resume_in_one_process(tmp_path, capsys):
     data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
     run = tmp_path / "run"
-    done = torchrun("train", "--data", str(data), "--out", str(run), *TINY)
+    # --sync-bn: global BatchNorm statistics, so the run may continue with another number of processes.
+    done = torchrun("train", "--data", str(data), "--out", str(run), *TINY, "--sync-bn")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("validation accuracy") == 1  # rank 0 alone reports
     state = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -79,3 +81,54 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(tmp_path):
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.allclose(got[name].double(), expected[name].double(), atol=1e-6, rtol=0), name
+
+
+def workers_of(launcher_pid):
+    """pid → RANK of torchrun's worker processes (its children), read from /proc."""
+    found = {}
+    with open(f"/proc/{launcher_pid}/task/{launcher_pid}/children") as f:
+        children = [int(p) for p in f.read().split()]
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        if b"RANK" in env:
+            found[pid] = int(env[b"RANK"])
+    return found
+
+
+def test_sigkilled_worker_restarts_and_ends_as_an_uninterrupted_run(tmp_path):
+    """torchrun --max-restarts 1; one worker killed by SIGKILL after the first checkpoint: the
+    second attempt joins a fresh process group, resumes from the checkpoint and ends with the
+    weights of a run that was never interrupted."""
+    import time
+
+    data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
+    args = ["train", "--data", str(data), *TINY, "--epochs", "2", "--sync-bn"]
+    whole = torchrun(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                 "--max-restarts", "1", "-m", "muldml", *args, "--out", str(run)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline and launcher.poll() is None:
+            time.sleep(0.05)
+        victims = [pid for pid, rank in workers_of(launcher.pid).items() if rank == 1]
+        assert victims, "no worker of rank 1 to kill"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = launcher.communicate(timeout=240)
+    except BaseException:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+    assert "exitcode: -9" in err  # the kill landed, and torchrun restarted the workers
+    assert launcher.returncode == 0, err[-4000:]
+    assert "Connection refused" not in err
+    killed, uninterrupted = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (run, tmp_path / "whole"))
+    assert killed["epoch"] == 2
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(tensor, killed["model"][name]), name
