@@ -178,7 +178,7 @@ def test_evaluate_never_reads_its_own_output_folder(tmp_path, capsys):
 
     faces = make_image_folder(tmp_path / "faces", subjects=2, per_subject=1)
     run = tiny_checkpoint(tmp_path / "run")
-    command = ["evaluate", "--checkpoint", str(run), "--data", str(faces), "--out", str(faces / "eval"),
+    command = ["evaluate", "--checkpoint", str(run), "--data", str(faces), "--out", str(faces / "eval"), "--split", "all",
                "--num-workers", "0", "--device", "cpu", "--quiet"]
     for _ in range(2):
         assert main(command) == 0, capsys.readouterr().err

@@ -94,7 +94,7 @@ def test_predict_and_evaluate_say_which_tta_was_used(run, tmp_path, capsys):
         (data / CLASSES[i % 3]).mkdir(parents=True, exist_ok=True)
         face.save(data / CLASSES[i % 3] / f"S{i:03d}_{i}.png")
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--out", str(out), "--tta", "ten-crop",
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(data), "--out", str(out), "--split", "all", "--tta", "ten-crop",
                  "--device", "cpu", "--quiet"]) == 0
     assert "test-time augmentation ten-crop" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["tta"] == "ten-crop"
