@@ -326,14 +326,15 @@ class MultiThresholdTripletLoss(nn.Module):
         rows = embeddings.detach().float().reshape(len(embeddings), self.num_slices, self.slice_dim)
         if self.normalize:
             rows = torch.nn.functional.normalize(rows, dim=2, eps=NORMALIZE_EPS)
-        rows, labels = rows.reshape(len(rows), -1)[-self.memory_size :], labels[-self.memory_size :]
-        start = self._seen % self.memory_size
+        batch = len(rows)
+        rows, labels = rows.reshape(batch, -1)[-self.memory_size :], labels[-self.memory_size :]
+        start = (self._seen + batch - len(rows)) % self.memory_size  # row r of all rows seen sits in slot r mod Q
         first = min(len(rows), self.memory_size - start)  # up to the end of the buffer, then wrap
         self.memory_embeddings[start : start + first] = rows[:first]
         self.memory_labels[start : start + first] = labels[:first]
         self.memory_embeddings[: len(rows) - first] = rows[first:]
         self.memory_labels[: len(rows) - first] = labels[first:]
-        self._seen += len(rows)
+        self._seen += batch
         self.memory_seen.fill_(self._seen)
 
     def extra_repr(self) -> str:
