@@ -332,8 +332,9 @@ class MultiThresholdTripletLoss(nn.Module):
         first = min(len(rows), self.memory_size - start)  # up to the end of the buffer, then wrap
         self.memory_embeddings[start : start + first] = rows[:first]
         self.memory_labels[start : start + first] = labels[:first]
-        self.memory_embeddings[: len(rows) - first] = rows[first:]
-        self.memory_labels[: len(rows) - first] = labels[first:]
+        if len(rows) > first:
+            self.memory_embeddings[: len(rows) - first] = rows[first:]
+            self.memory_labels[: len(rows) - first] = labels[first:]
         self._seen += batch
         self.memory_seen.fill_(self._seen)
 
