@@ -56,10 +56,11 @@ def build_model(cfg: Config) -> MulDMLNet:
                      cfg.multitask, cfg.dropout)
 
 
-def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
+def build_triplet_loss(cfg: Config, all_gather: bool | None = None, memory: bool = True) -> torch.nn.Module | None:
     """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
     baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
-    all_gather: mine over all processes' rows (default: when running distributed)."""
+    all_gather: mine over all processes' rows (default: when running distributed).
+    memory: with the cross-batch memory of cfg.xbm_size rows (False: the validation loss)."""
     lam = 0.5 / cfg.num_slices if cfg.lam is None else cfg.lam
     if cfg.metric_loss == "circle":
         from muldml.baselines import CircleMetricLoss
@@ -73,7 +74,8 @@ def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.
     if not cfg.margins:
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
-                                     lam=cfg.lam, backend=cfg.backend, all_gather=all_gather)
+                                     lam=cfg.lam, backend=cfg.backend, all_gather=all_gather,
+                                     memory_size=cfg.xbm_size if memory else 0)
 
 
 def precision_for(amp: str, device: torch.device) -> Precision:
@@ -216,7 +218,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         state = load_checkpoint(out / CHECKPOINT)
         check_resumable(out, Config.from_dict(state["config"]), cfg)
         model.load_state_dict(state["model"])
-        if loss_parameters:
+        if "loss" in state:  # parameters (HIST) or the cross-batch memory's queue
             triplet_loss.load_state_dict(state["loss"])
         set_rng_state(state["rng"], loader_generator)
         history, start_epoch, schedule = state["history"], state["epoch"], state["schedule"]
@@ -238,7 +240,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
     # Every process validates on its own (a loss with parameters is the trained one itself).
-    val_loss = triplet_loss if loss_parameters else build_triplet_loss(cfg, all_gather=False)
+    val_loss = triplet_loss if loss_parameters else build_triplet_loss(cfg, all_gather=False, memory=False)
 
     train_loader, val_loader = _loaders(cfg, runtime, procs, train_samples, val_samples, loader_generator)
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -257,6 +259,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        if cfg.xbm_size:  # the queue fills from the start and is mined from epoch xbm_start_epoch + 1
+            triplet_loss.memory_active = epoch >= cfg.xbm_start_epoch
         meter = run_epoch(trained, triplet_loss, train_loader, device, optimizer, bar, precision,
                           runtime.grad_cache, runtime.channels_last)
         meter.reduce(sum_over_processes)
@@ -270,7 +274,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         history.append(row)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule,
                  "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history}
-        if loss_parameters:
+        if loss_parameters or cfg.xbm_size:
             state["loss"] = triplet_loss.state_dict()
         if procs.main:
             save_checkpoint(out, state)
