@@ -105,12 +105,15 @@ def _mine_memory(slices, sq, labels, memory, block, chunk_elements, best_pos, be
     """
     rows_mem, labels_mem, centre = memory
     num_slices, batch, slice_dim = slices.shape
-    width = max(block, chunk_elements // (num_slices * min(batch, block)))  # memory rows per chunk
+    # Memory rows per chunk: their centred copy (N, c, d) and the distance block (N, r, c)
+    # together hold about chunk_elements values.
+    width = max(1, chunk_elements // (num_slices * (min(batch, block) + slice_dim)))
     for i in range(0, batch, block):
         rows = slice(i, i + block)
         for j in range(0, rows_mem.shape[0], width):
             chunk = rows_mem[j : j + width].to(slices.dtype).reshape(-1, num_slices, slice_dim).transpose(0, 1) - centre
-            dist = torch.baddbmm(sq[:, rows, None] + (chunk * chunk).sum(-1)[:, None, :], slices[:, rows],
+            sq_chunk = torch.linalg.vector_norm(chunk, dim=-1).square()  # no (N, c, d) temporary
+            dist = torch.baddbmm(sq[:, rows, None] + sq_chunk[:, None, :], slices[:, rows],
                                  chunk.transpose(1, 2), alpha=-2.0)  # (N, r, c) squared distances
             same = labels[rows, None] == labels_mem[None, j : j + width]
             value, arg = dist.masked_fill(~same, float("-inf")).max(2)
