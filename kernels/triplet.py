@@ -25,6 +25,15 @@ host-to-device copy (capturable in a CUDA graph):
 5. Finish, one program: slice losses, the weighted loss λ·Σ w_i·loss_i, and the
    diagnostics as int64 (indices are written as int64 by step 4): no cast is left to do.
 
+Cross-batch memory (``memory=(rows (M, N·d), labels (M,))``): two launches more between
+steps 3 and 4. A pre-pass writes the memory's mining copy m − c (the batch's centre c,
+rounded as the batch's copy), and a mining kernel over (anchor block × memory block ×
+slice) tiles scores memory rows by rows only, as the rows half of a batch tile, merging
+into the same keys with candidate index B + m: memory rows are extra columns, never
+anchors, and no (B, B + M) matrix exists. The hinge reads chosen memory rows exactly in
+fp32 and keeps an (N, B, d) copy of them per p* and n* for the backward, which scatters
+gradient to batch rows only (the queue may change between forward and backward).
+
 Backward, one zero-fill and one Triton launch over (row blocks × slices): every active
 hinge term scatters its analytic gradient into the rows a, p*, n* (through the slice's L2
 normalisation when the loss normalises) with relaxed fp32 atomic adds. Every launch runs
