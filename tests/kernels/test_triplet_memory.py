@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from test_cross_batch_memory import case_tensors, memory_cases
 from triplet_checks import check_against_reference, memory_case, random_case
 
-from muldml.kernels import triplet
 from muldml.losses import MultiThresholdTripletLoss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
