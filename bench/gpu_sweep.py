@@ -22,6 +22,14 @@ triton precision to every peer and floor, the targets met or missed and by how m
 Targets (N = 7, d = 256): forward ≤ 1.3× the TF32 Gram floor at B ≥ 8192; forward +
 backward ≥ 5× faster than the vectorised peer at B = 8192 and ≥ 20× faster than the PML
 loop at B = 96; B = 65,536 runs (peak extra memory reported).
+
+Cross-batch memory (report["xbm"], after the sweep; --xbm-sizes "" skips it): B = 96
+against full queues of Q = 4,096, 16,384 and 65,536 random rows; the fused kernel with a
+queue is first checked against the float64 reference with memory (B = 96, Q = 1,024);
+then muldml's triton (tf32) and torch backends with memory_size=Q against PML's
+CrossBatchMemory(TripletMarginLoss, BatchHardMiner) per slice (bench/peers.py), forward,
+backward, forward + backward and peak memory beyond inputs and queues. Targets: ≥ 10× PML's
+forward + backward time at Q = 16,384; peak extra memory growing at most linearly in Q.
 """
 from __future__ import annotations
 
@@ -203,6 +211,116 @@ def check_kernel(device: str, margins: list[float], slice_dim: int, batch: int =
     return report
 
 
+XBM_METHODS = ("triton-tf32", "torch-backend", "pml-xbm")
+
+
+def xbm_loss(method: str, margins: list[float], slice_dim: int, size: int, device: str):
+    """A loss with a full queue of `size` random rows (normalised slices for muldml's)."""
+    if method == "pml-xbm":
+        return peers.PMLCrossBatchMemory(margins, slice_dim, size, device=device)
+    backend = "triton" if method.startswith("triton") else "torch"
+    loss = MultiThresholdTripletLoss(margins=margins, slice_dim=slice_dim, dual=False, backend=backend,
+                                     memory_size=size).to(device)
+    gen = torch.Generator(device=device).manual_seed(size)
+    rows = loss.memory_embeddings.view(size, len(margins), slice_dim)
+    rows.normal_(generator=gen)
+    rows.div_(rows.norm(dim=2, keepdim=True))
+    loss.memory_labels.random_(0, 7, generator=gen)
+    loss._seen = size
+    loss.memory_seen.fill_(size)
+    return loss
+
+
+def check_xbm_kernel(device: str, margins: list[float], slice_dim: int, batch: int = 96, size: int = 1024) -> dict:
+    """The fused kernel with a queue against the float64 reference at the triplets it chose."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, len(margins) * slice_dim, generator=gen).to(device)
+    labels = torch.randint(0, 7, (batch,), generator=gen).to(device)
+    rows = torch.nn.functional.normalize(torch.randn(size, len(margins), slice_dim, generator=gen), dim=2)
+    memory = (rows.reshape(size, -1).to(device), torch.randint(0, 7, (size,), generator=gen).to(device))
+    tau = torch.tensor(margins, dtype=torch.float64, device=device)
+    xx = x.clone().requires_grad_(True)
+    out = multi_threshold_triplet_loss(xx, labels, margins, slice_dim, dual=False, backend="triton", memory=memory)
+    (grad,) = torch.autograd.grad(out.loss, xx)
+    x64 = x.double().requires_grad_(True)
+    best = reference_triplet_loss(x64.detach(), labels, tau, slice_dim, dual=False, memory=memory)
+    ref = reference_triplet_loss(x64, labels, tau, slice_dim, dual=False, memory=memory,
+                                 indices=(out.pos_idx, out.neg_idx))
+    (ref_grad,) = torch.autograd.grad(ref.loss, x64)
+    slices = torch.nn.functional.normalize(x.double().reshape(batch, len(margins), slice_dim), dim=2)
+    candidates = torch.cat([slices, memory[0].double().reshape(size, len(margins), slice_dim)]).transpose(0, 1)
+    sq = torch.cdist(candidates[:, :batch], candidates, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    radius_sq = ((candidates - candidates[:, :batch].mean(1, keepdim=True)) ** 2).sum(2).amax(1)
+    slack = (4 * UNIT_ROUNDOFF["tf32"] + slice_dim * 2.0**-23) * 2 * radius_sq[:, None]
+    pos, neg, valid = out.pos_idx, out.neg_idx, out.pos_idx >= 0
+    pick = lambda idx: sq.gather(2, idx.clamp_min(0)[..., None])[..., 0]  # noqa: E731
+    all_labels = torch.cat([labels, memory[1]])
+    a = torch.arange(batch, device=device).expand_as(pos)
+    result = {
+        "same_valid_anchors": bool(torch.equal(valid, best.pos_idx >= 0)),
+        "triplets_valid": bool(((all_labels[pos.clamp_min(0)] == labels[a]) & (pos != a)
+                                & (all_labels[neg.clamp_min(0)] != labels[a]))[valid].all()),
+        "memory_mined": bool((pos[valid] >= batch).any() and (neg[valid] >= batch).any()),
+        "hardest_within_slack": bool(((pick(pos) >= pick(best.pos_idx) - slack)
+                                      & (pick(neg) <= pick(best.neg_idx) + slack))[valid].all()),
+        "loss_rel_err": abs(float(out.loss.detach()) - float(ref.loss.detach())) / max(abs(float(ref.loss.detach())), 1e-12),
+        "grad_rel_err": float((grad.double() - ref_grad).norm() / ref_grad.norm().clamp_min(1e-12)),
+    }
+    result["ok"] = (result["same_valid_anchors"] and result["triplets_valid"] and result["memory_mined"]
+                    and result["hardest_within_slack"] and result["loss_rel_err"] < 1e-4 and result["grad_rel_err"] < 1e-3)
+    return result
+
+
+def xbm_sweep(device: str, margins: list[float], slice_dim: int, sizes: list[int], timer: "Timer",
+              budget_s: float, batch: int = 96) -> dict:
+    """B = `batch` against full queues of each size: muldml (triton, torch) vs PML's CrossBatchMemory."""
+    started = time.perf_counter()
+    report = {"batch": batch, "check": check_xbm_kernel(device, margins, slice_dim), "rows": []}
+    print("kernel with memory vs float64 reference:", json.dumps(report["check"]), flush=True)
+    if not report["check"]["ok"]:
+        report["skipped"] = "kernel check with memory failed: no timings taken"
+        return report
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, len(margins) * slice_dim, generator=gen).to(device).requires_grad_(True)
+    labels = torch.randint(0, 7, (batch,), generator=gen).to(device)
+    for size in sizes:
+        for method in XBM_METHODS:
+            row = {"batch": batch, "memory_size": size, "method": method}
+            if time.perf_counter() - started > budget_s:
+                row["skipped"] = f"time budget of {budget_s:.0f} s spent"
+            else:
+                try:
+                    loss = xbm_loss(method, margins, slice_dim, size, device)
+                    with fp32_matmuls_ieee():
+                        row.update(measure(loss, x, labels, timer, forward_only=False))
+                    del loss
+                except torch.OutOfMemoryError:
+                    row["skipped"] = "out of memory"
+                except ImportError as e:
+                    row["skipped"] = f"not installed: {e.name}"
+                finally:
+                    x.grad = None
+                    if device == "cuda":
+                        torch.cuda.empty_cache()
+            report["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    by = {(r["memory_size"], r["method"]): r for r in report["rows"]}
+    report["ratios"] = [{"memory_size": q, "muldml": m, "versus": "pml-xbm", "phase": phase,
+                         "ratio": by[q, "pml-xbm"][phase] / by[q, m][phase]}
+                        for q in sizes for m in XBM_METHODS[:2] for phase in ("forward_ms", "full_ms")
+                        if phase in by.get((q, m), {}) and phase in by.get((q, "pml-xbm"), {})]
+    report["targets"] = [{"target": "full_ms >= 10x faster than pml-xbm at Q=16384", "method": r["muldml"],
+                          "value": r["ratio"], "met": r["ratio"] >= 10}
+                         for r in report["ratios"] if r["memory_size"] == 16384 and r["phase"] == "full_ms"]
+    for m in XBM_METHODS[:2]:  # peak extra memory vs Q: at most linear (no B×Q matrix means about flat)
+        peaks = [(q, by[q, m]["peak_extra_mib"]) for q in sizes if "peak_extra_mib" in by.get((q, m), {})]
+        if len(peaks) >= 2:
+            growth = (peaks[-1][1] / max(peaks[0][1], 1e-9)) / (peaks[-1][0] / peaks[0][0])
+            report["targets"].append({"target": "peak extra memory grows at most linearly in Q (growth / Q growth <= 1)",
+                                      "method": m, "value": growth, "met": growth <= 1})
+    return report
+
+
 def card_name(device: str) -> str:
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu-{os.cpu_count()}cores"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
@@ -296,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-batch", type=int, default=512, help="batch of the kernel check before timing")
     parser.add_argument("--budget-s", type=float, default=330.0, help="skip what is left after this many seconds")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--xbm-sizes", default="4096,16384,65536",
+                        help="cross-batch memory sizes Q at B = 96 after the sweep ('' skips)")
+    parser.add_argument("--xbm-budget-s", type=float, default=120.0, help="time budget of the memory rows")
     args = parser.parse_args(argv)
     import_kernels()
 
@@ -364,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
 
     report["ratios"] = ratios(report["rows"])
     report["targets"] = targets(report["rows"])
+    if args.xbm_sizes:
+        report["xbm"] = xbm_sweep(args.device, margins, args.slice_dim, [int(q) for q in args.xbm_sizes.split(",")],
+                                  timer, args.xbm_budget_s)
+        report["targets"] += report["xbm"].get("targets", [])
     report["seconds"] = time.perf_counter() - started
     print(f"{'B':>6} {'method':>14} {'precision':>24} {'fwd ms':>9} {'bwd ms':>9} {'full ms':>9} {'graph':>8} {'MiB':>8}")
     for r in report["rows"]:
@@ -373,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['batch']:>6} {r['method']:>14} {r['precision']:>24} {r['forward_ms']:9.3f} "
               f"{r.get('backward_ms', float('nan')):9.3f} {r.get('full_ms', float('nan')):9.3f} "
               f"{r.get('graph_full_ms', float('nan')):8.3f} {r.get('peak_extra_mib', float('nan')):8.1f}")
+    for r in report.get("xbm", {}).get("rows", []):
+        if "full_ms" in r:
+            print(f"{r['batch']:>6} {r['method']:>14} Q={r['memory_size']:<6} {r['forward_ms']:9.3f} "
+                  f"{r['backward_ms']:9.3f} {r['full_ms']:9.3f} {r.get('peak_extra_mib', float('nan')):8.1f} MiB")
     for t in report["targets"]:
         print(f"{'MET ' if t['met'] else 'MISS'} {t['method']:>14}: {t['target']}: {t['value']}")
     atomic.write_json(out / f"{card}.json", report)

@@ -2,6 +2,8 @@
 
 - ``pml_loop``: pytorch-metric-learning's BatchHardMiner + TripletMarginLoss, one slice
   at a time (traditional loss only: PML has no dual term).
+- ``PMLCrossBatchMemory``: the same per slice inside PML's CrossBatchMemory wrapper, one
+  queue of Q rows per slice (its miner forms B×Q matrices).
 - ``vectorised``: plain PyTorch over all slices at once with full (N, B, B) distance
   matrices, autograd through cdist; ``compiled`` is the same under torch.compile.
 - ``gram_floor``: only the N Gram matrices E_i·E_iᵀ, summed (forward + backward: the CPU floor).
@@ -28,6 +30,36 @@ def pml_loop(x: torch.Tensor, labels: torch.Tensor, margins: list[float], slice_
         loss_fn = losses.TripletMarginLoss(margin=margin, distance=distance, reducer=reducers.MeanReducer())
         total = total + loss_fn(e, labels, miner(e, labels))
     return 0.5 / len(margins) * total
+
+
+class PMLCrossBatchMemory:
+    """Σ_i λ·loss_i with one pytorch-metric-learning CrossBatchMemory(TripletMarginLoss,
+    BatchHardMiner) per slice, each with a full queue of `memory_size` random rows.
+
+    PML enqueues the batch before mining (its queue then holds the batch too, and it drops
+    self-comparisons); muldml mines against the earlier rows and enqueues after: the same
+    work for timing, not the same definition."""
+
+    def __init__(self, margins: list[float], slice_dim: int, memory_size: int, num_classes: int = 7,
+                 device: str = "cpu", seed: int = 0):
+        from pytorch_metric_learning import distances, losses, miners, reducers
+
+        distance = distances.LpDistance(normalize_embeddings=True, p=2, power=1)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        self.slice_dim, self.scale = slice_dim, 0.5 / len(margins)
+        self.memories = []
+        for margin in margins:
+            memory = losses.CrossBatchMemory(
+                losses.TripletMarginLoss(margin=margin, distance=distance, reducer=reducers.MeanReducer()),
+                slice_dim, memory_size, miner=miners.BatchHardMiner(distance=distance)).to(device)
+            memory.embedding_memory.normal_(generator=gen)  # in place: no transient copy of the queue
+            memory.label_memory.random_(0, num_classes, generator=gen)
+            memory.has_been_filled = True
+            self.memories.append(memory)
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        d = self.slice_dim
+        return self.scale * sum(m(x[:, i * d : (i + 1) * d], labels) for i, m in enumerate(self.memories))
 
 
 def vectorised(

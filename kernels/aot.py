@@ -35,7 +35,9 @@ import time
 from dataclasses import asdict, dataclass
 
 ARCHS = (80, 90)
-KERNEL_NAMES = ("stats", "prepare", "mine", "hinge", "finish", "backward")
+KERNEL_NAMES = ("stats", "prepare", "mine", "prepare_memory", "mine_memory", "hinge", "finish", "backward")
+MEMORY_KERNELS = ("prepare_memory", "mine_memory")  # launched only with a cross-batch memory
+TUNED = {"mine": "MINE", "mine_memory": "MINE_MEMORY"}  # autotuned kernels: their table in triplet
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Case:
     normalize: bool = True
     labels: str = "int64"
     column_stride: int = 1
+    memory: int = 0  # rows of a cross-batch memory (0: none)
 
 
 CASES = [
@@ -68,6 +71,9 @@ CASES = [
     Case("ragged", batch=50, slice_dim=20),
     Case("strided", column_stride=2),
     Case("large", batch=384),  # several row blocks: off-diagonal mining tiles
+    Case("memory", memory=300),  # cross-batch memory: three memory tiles, the last ragged
+    Case("memory-tf32x3", precision="tf32x3", memory=300),
+    Case("memory-bf16-mining", precision="bf16", memory=300),
 ]
 
 
@@ -111,12 +117,13 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
     assert triplet.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
     log, current = [], [""]
     for name in KERNEL_NAMES:
-        if name == "mine":
+        if name in TUNED:
+            table = getattr(triplet, TUNED[name])
+            for precision, kernel in list(table.items()):
+                table[precision] = _Recorder(name, kernel, log, current, precision)
             continue
         attr = f"_{name}_kernel"
         setattr(triplet, attr, _Recorder(name, getattr(triplet, attr), log, current))
-    for precision, kernel in list(triplet.MINE.items()):
-        triplet.MINE[precision] = _Recorder("mine", kernel, log, current, precision)
     for case in cases:
         current[0] = case.name
         gen = torch.Generator().manual_seed(0)
@@ -125,8 +132,14 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
         x = x.to(getattr(torch, case.dtype)).requires_grad_(True)
         labels = torch.randint(0, 5, (case.batch,), generator=gen).to(getattr(torch, case.labels))
         margins = [0.15 + 0.1 * i for i in range(case.num_slices)]
+        memory = None
+        if case.memory:
+            rows = torch.nn.functional.normalize(torch.randn(case.memory, case.num_slices, case.slice_dim,
+                                                             generator=gen), dim=2).reshape(case.memory, width)
+            memory = (rows, torch.randint(0, 5, (case.memory,), generator=gen).to(labels.dtype))
         out = multi_threshold_triplet_loss(x, labels, margins, case.slice_dim, dual=case.dual,
-                                           normalize=case.normalize, backend="triton", precision=case.precision)
+                                           normalize=case.normalize, backend="triton", precision=case.precision,
+                                           memory=memory)
         out.loss.backward()
     return log
 
@@ -185,8 +198,8 @@ def _specialise(launch: dict, target):
     kwargs = dict(launch["kwargs"])
     if "INTERPRETED" in kwargs:  # the one argument set for the interpreter only
         kwargs["INTERPRETED"] = False
-    if launch["kernel"] == "mine":
-        tuner = triplet.MINE[launch["precision"]]
+    if launch["kernel"] in TUNED:
+        tuner = getattr(triplet, TUNED[launch["kernel"]])[launch["precision"]]
         fn, variants = tuner.fn, [c.all_kwargs() for c in tuner.configs]
     else:
         fn, variants = getattr(triplet, f"_{launch['kernel']}_kernel"), [{}]
@@ -263,7 +276,7 @@ def recorded_launches() -> list[dict]:
 
 
 def table(builds: list[Build]) -> str:
-    head = f"{'arch':7} {'kernel':8} {'precision':9} {'tiles / warps / stages':28} {'regs':>4} {'spill':>7} " \
+    head = f"{'arch':7} {'kernel':14} {'precision':9} {'tiles / warps / stages':28} {'regs':>4} {'spill':>7} " \
            f"{'smem':>6} {'HGMMA':>5} {'HMMA':>5} {'FFMA':>5} {'SASS':>5} {'wait':>4}  cases"
     lines = [head]
     for b in sorted(builds, key=lambda b: (b.arch, KERNEL_NAMES.index(b.kernel), b.precision or "", b.cases[0])):
@@ -272,7 +285,7 @@ def table(builds: list[Build]) -> str:
         shape = f"{tiles}{' sym' if c.get('SYMMETRIC') else ''} / {c['num_warps']} / {c['num_stages']}"
         wait = "-" if b.wait_depth is None else str(b.wait_depth)
         cases = ",".join(b.cases)
-        lines.append(f"{b.arch:7} {b.kernel:8} {b.precision or '-':9} {shape:28} {b.registers:4d} "
+        lines.append(f"{b.arch:7} {b.kernel:14} {b.precision or '-':9} {shape:28} {b.registers:4d} "
                      f"{b.spill_stores:3d}/{b.spill_loads:<3d} {b.shared_bytes:6d} {b.hgmma:5d} {b.hmma:5d} "
                      f"{b.ffma:5d} {b.instructions:5d} {wait:>4}  {cases[:60]}")
     return "\n".join(lines)

@@ -26,6 +26,15 @@ host-to-device copy (capturable in a CUDA graph):
 5. Finish, one program: slice losses, the weighted loss λ·Σ w_i·loss_i, and the
    diagnostics as int64 (indices are written as int64 by step 4): no cast is left to do.
 
+Cross-batch memory (``memory=(rows (M, N·d), labels (M,))``): two launches more between
+steps 3 and 4. A pre-pass writes the memory's mining copy m − c (the batch's centre c,
+rounded as the batch's copy), and a mining kernel over (anchor block × memory block ×
+slice) tiles scores memory rows by rows only, as the rows half of a batch tile, merging
+into the same keys with candidate index B + m: memory rows are extra columns, never
+anchors, and no (B, B + M) matrix exists. The hinge reads chosen memory rows exactly in
+fp32 and keeps an (N, B, d) copy of them per p* and n* for the backward, which scatters
+gradient to batch rows only (the queue may change between forward and backward).
+
 Backward, one zero-fill and one Triton launch over (row blocks × slices): every active
 hinge term scatters its analytic gradient into the rows a, p*, n* (through the slice's L2
 normalisation when the loss normalises) with relaxed fp32 atomic adds. Every launch runs
@@ -88,6 +97,17 @@ def _load_rows(X, rows, cols, row_mask, col_mask, stride_row, stride_col):
     """Load X[rows, cols] as an fp32 (len(rows), len(cols)) tile, zero outside the masks."""
     ptrs = X + rows.to(tl.int64)[:, None] * stride_row + cols.to(tl.int64)[None, :] * stride_col
     return tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_candidates(X, idx, cols, ok, dim_ok, stride_row, stride_col, inv, B,
+                     MEM, mem_rows, mem_cols, mem_stride_row, mem_stride_col, HAS_MEMORY: tl.constexpr):
+    """Rows of candidates `idx` in the distance space: batch rows (idx < B) from X scaled by
+    `inv`; with a cross-batch memory, rows idx ≥ B from MEM at (mem_rows, mem_cols)."""
+    x = _load_rows(X, idx, cols, ok & (idx < B), dim_ok, stride_row, stride_col) * inv[:, None]
+    if HAS_MEMORY:
+        x += _load_rows(MEM, mem_rows, mem_cols, ok & (idx >= B), dim_ok, mem_stride_row, mem_stride_col)
+    return x
 
 
 @triton.jit
@@ -274,12 +294,104 @@ def _mine_kernel(
         _offer(KEY_NEG, keys + cols, col_ok, tl.where(is_neg, score, float("inf")), i * BLOCK_M, False, 0)
 
 
+# Cross-batch memory: the queue's rows are extra columns of the mining, never anchors
+# and never differentiated. Its mining copy is centred on the batch's centre c (distances
+# are translation-invariant, so any common centre is exact) and rounded like the batch's;
+# each program scores one tile (batch anchors × memory rows) by rows only, as the rows
+# half of a batch tile, and merges into the same keys: candidates are numbered B + m.
+
+
+@triton.jit
+def _prepare_memory_kernel(
+    MEM, stride_row, stride_col,  # memory rows (M, N·d) fp32, as the distances see them
+    CENTRE_SUM,  # (N, d) fp32 Σ_b x̂_b of the batch: c = CENTRE_SUM / B
+    YM,  # (N, M_pad, D_pad) out, mining dtype: m − c rounded, zero in the padding
+    SQM,  # (N, M_pad) fp32 out: ‖m − c‖² of the stored values, 0 in the padding
+    M, M_PAD, B, D, D_PAD,
+    ROUND_TF32: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < M
+    dims = tl.arange(0, BLOCK_D)
+    sq_y = tl.zeros((BLOCK_R,), tl.float32)
+    out_rows = (slice_id * M_PAD + rows).to(tl.int64) * D_PAD
+    for k in range(0, D_PAD, BLOCK_D):
+        dim_ok = k + dims < D
+        x = _load_rows(MEM, rows, slice_id * D + k + dims, row_ok, dim_ok, stride_row, stride_col)
+        centre = tl.load(CENTRE_SUM + slice_id * D + k + dims, mask=dim_ok, other=0.0) / B
+        y = tl.where(row_ok[:, None] & dim_ok[None, :], x - centre[None, :], 0.0)
+        if ROUND_TF32:
+            y = _round_to_tf32(y)
+        y = y.to(YM.dtype.element_ty)
+        tl.store(YM + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
+        y = y.to(tl.float32)
+        sq_y += tl.sum(y * y, axis=1)
+    tl.store(SQM + slice_id * M_PAD + rows, sq_y)
+
+
+@triton.jit
+def _tile_products(a_ptrs, b_ptrs, D_PAD, PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) fp32 products of zero-padded rows; the interpreter sums each product
+    as a tensor core does (see _mine_kernel)."""
+    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k in range(0, D_PAD, BLOCK_K):
+        a = tl.load(a_ptrs + k)
+        b = tl.load(b_ptrs + k)
+        if INTERPRETED:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
+        else:
+            dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
+    return dot
+
+
+@triton.jit
+def _mine_memory_kernel(
+    Y,  # (N, B_pad, D_pad) the batch's mining copy
+    YM,  # (N, M_pad, D_pad) the memory's mining copy
+    SQM,  # (N, M_pad) fp32 ‖m − c‖²
+    LABELS, stride_label, MEM_LABELS, stride_mem_label,  # (B,) and (M,) int32 or int64
+    KEY_POS, KEY_NEG,  # (N, B) int64, merged (see _mine_kernel)
+    B, B_PAD, M, M_PAD, D_PAD,
+    PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # Grid: (anchor blocks × memory blocks, slices); anchor blocks vary fastest.
+    tile = tl.program_id(0)
+    slice_id = tl.program_id(1)
+    row_blocks = tl.cdiv(B, BLOCK_M)
+    i = tile % row_blocks
+    j = tile // row_blocks
+    rows = i * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = j * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < B
+    col_ok = cols < M
+    ks = tl.arange(0, BLOCK_K)
+    a_ptrs = Y + slice_id.to(tl.int64) * B_PAD * D_PAD + rows.to(tl.int64)[:, None] * D_PAD + ks[None, :]
+    b_ptrs = YM + slice_id.to(tl.int64) * M_PAD * D_PAD + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
+    dot = _tile_products(a_ptrs, b_ptrs, D_PAD, PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
+    labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
+    labels_m = tl.load(MEM_LABELS + cols.to(tl.int64) * stride_mem_label, mask=col_ok, other=0)
+    same = labels_a[:, None] == labels_m[None, :]
+    ok = row_ok[:, None] & col_ok[None, :]
+    score = tl.load(SQM + slice_id * M_PAD + cols)[None, :] - 2.0 * dot  # as the batch's row scores
+    keys = slice_id * B + rows
+    _offer(KEY_POS, keys, row_ok, tl.where(same & ok, score, float("-inf")), B + j * BLOCK_N, True, 1)
+    _offer(KEY_NEG, keys, row_ok, tl.where(~same & ok, score, float("inf")), B + j * BLOCK_N, False, 1)
+
+
 # LOOP_TRIPS = 1 always, a runtime int: Triton 3.6 builds this kernel only when the keys
 # are decoded inside a loop it cannot unroll ("arith.select" and load-mask layout
 # mismatches in make_ttgir otherwise); Triton 3.8 builds either form.
 @triton.jit(do_not_specialize=["LOOP_TRIPS"])
 def _hinge_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d)
+    MEM, mem_stride_row, mem_stride_col,  # memory rows (M, N·d) fp32: candidate B + m is row m (HAS_MEMORY)
+    MEM_P, MEM_N,  # (N, B, d) fp32 out (HAS_MEMORY): the memory rows chosen as p*, n*, for the backward
     KEY_POS, KEY_NEG,  # (N, B) int64 from the mining
     NORMS,  # (N, B) fp32 ‖x‖
     MARGINS,  # (N,) fp32 or fp64
@@ -289,7 +401,7 @@ def _hinge_kernel(
     ACTIVE,  # (N,) int32 accumulated: hinge terms > 0 per slice
     COUNT,  # (1,) int32 accumulated: K, anchors with a positive and a negative
     B, D, LOOP_TRIPS, EPS,
-    DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
+    DUAL: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MEMORY: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -309,8 +421,9 @@ def _hinge_kernel(
     p = tl.where(valid, pos_idx, 0)
     n = tl.where(valid, neg_idx, 0)
     inv_a = _inverse_norm(tl.load(NORMS + idx, mask=valid, other=1.0), EPS, NORMALIZE)
-    inv_p = _inverse_norm(tl.load(NORMS + slice_id * B + p, mask=valid, other=1.0), EPS, NORMALIZE)
-    inv_n = _inverse_norm(tl.load(NORMS + slice_id * B + n, mask=valid, other=1.0), EPS, NORMALIZE)
+    # Memory rows (index ≥ B) are stored as the distances see them: scale 1.
+    inv_p = _inverse_norm(tl.load(NORMS + slice_id * B + p, mask=valid & (p < B), other=1.0), EPS, NORMALIZE)
+    inv_n = _inverse_norm(tl.load(NORMS + slice_id * B + n, mask=valid & (n < B), other=1.0), EPS, NORMALIZE)
 
     # Exact fp32 distances of the chosen triplets, from differences of the input rows.
     first_col = slice_id * D
@@ -321,8 +434,14 @@ def _hinge_kernel(
     for k in range(0, D, BLOCK_D):
         dim_ok = k + dims < D
         xa = _load_rows(X, rows, first_col + k + dims, valid, dim_ok, stride_row, stride_col) * inv_a[:, None]
-        xp = _load_rows(X, p, first_col + k + dims, valid, dim_ok, stride_row, stride_col) * inv_p[:, None]
-        xn = _load_rows(X, n, first_col + k + dims, valid, dim_ok, stride_row, stride_col) * inv_n[:, None]
+        xp = _load_candidates(X, p, first_col + k + dims, valid, dim_ok, stride_row, stride_col, inv_p, B,
+                              MEM, p - B, first_col + k + dims, mem_stride_row, mem_stride_col, HAS_MEMORY)
+        xn = _load_candidates(X, n, first_col + k + dims, valid, dim_ok, stride_row, stride_col, inv_n, B,
+                              MEM, n - B, first_col + k + dims, mem_stride_row, mem_stride_col, HAS_MEMORY)
+        if HAS_MEMORY:  # the queue may be overwritten before the backward runs: keep the chosen rows
+            out = idx.to(tl.int64)[:, None] * D + (k + dims)[None, :]
+            tl.store(MEM_P + out, xp, mask=(valid & (p >= B))[:, None] & dim_ok[None, :])
+            tl.store(MEM_N + out, xn, mask=(valid & (n >= B))[:, None] & dim_ok[None, :])
         sq_ap += tl.sum((xa - xp) * (xa - xp), axis=1)
         sq_an += tl.sum((xa - xn) * (xa - xn), axis=1)
         if DUAL:
@@ -383,8 +502,9 @@ def _backward_kernel(
     COUNT,  # (1,) int32 K
     BAD,  # (1,) int32: non-finite input rows; then the whole gradient is NaN
     SCALE,  # λ / terms per anchor (1 traditional, 2 dual)
+    MEM_P, MEM_N,  # (N, B, d) fp32: the memory rows chosen as p*, n* where those are ≥ B (HAS_MEMORY)
     B, D, EPS,
-    DUAL: tl.constexpr, NORMALIZE: tl.constexpr,
+    DUAL: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MEMORY: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -424,8 +544,8 @@ def _backward_kernel(
     touched = valid & ((c_ap != 0) | (c_an != 0) | (c_pn != 0))
 
     norm_a = tl.load(NORMS + idx, mask=valid, other=1.0)
-    norm_p = tl.load(NORMS + slice_id * B + p, mask=valid, other=1.0)
-    norm_n = tl.load(NORMS + slice_id * B + n, mask=valid, other=1.0)
+    norm_p = tl.load(NORMS + slice_id * B + p, mask=valid & (p < B), other=1.0)  # memory rows: scale 1
+    norm_n = tl.load(NORMS + slice_id * B + n, mask=valid & (n < B), other=1.0)
     inv_a = _inverse_norm(norm_a, EPS, NORMALIZE)
     inv_p = _inverse_norm(norm_p, EPS, NORMALIZE)
     inv_n = _inverse_norm(norm_n, EPS, NORMALIZE)
@@ -439,8 +559,10 @@ def _backward_kernel(
         for k in range(0, D, BLOCK_D):
             dim_ok = k + dims < D
             xa = _load_rows(X, rows, first_col + k + dims, touched, dim_ok, stride_row, stride_col) * inv_a[:, None]
-            xp = _load_rows(X, p, first_col + k + dims, touched, dim_ok, stride_row, stride_col) * inv_p[:, None]
-            xn = _load_rows(X, n, first_col + k + dims, touched, dim_ok, stride_row, stride_col) * inv_n[:, None]
+            xp = _load_candidates(X, p, first_col + k + dims, touched, dim_ok, stride_row, stride_col, inv_p, B,
+                                  MEM_P, idx, k + dims, D, 1, HAS_MEMORY)
+            xn = _load_candidates(X, n, first_col + k + dims, touched, dim_ok, stride_row, stride_col, inv_n, B,
+                                  MEM_N, idx, k + dims, D, 1, HAS_MEMORY)
             u_ap = xa - xp
             u_an = xa - xn
             u_pn = xp - xn
@@ -456,8 +578,10 @@ def _backward_kernel(
         dim_ok = k + dims < D
         cols = first_col + k + dims
         xa = _load_rows(X, rows, cols, touched, dim_ok, stride_row, stride_col) * inv_a[:, None]
-        xp = _load_rows(X, p, cols, touched, dim_ok, stride_row, stride_col) * inv_p[:, None]
-        xn = _load_rows(X, n, cols, touched, dim_ok, stride_row, stride_col) * inv_n[:, None]
+        xp = _load_candidates(X, p, cols, touched, dim_ok, stride_row, stride_col, inv_p, B,
+                              MEM_P, idx, k + dims, D, 1, HAS_MEMORY)
+        xn = _load_candidates(X, n, cols, touched, dim_ok, stride_row, stride_col, inv_n, B,
+                              MEM_N, idx, k + dims, D, 1, HAS_MEMORY)
         u_ap = xa - xp
         u_an = xa - xn
         u_pn = xp - xn
@@ -475,8 +599,11 @@ def _backward_kernel(
         mask_a = (touched | (row_ok & poison))[:, None] & dim_ok[None, :]
         # Relaxed: only the sums matter, not their order against other memory operations.
         tl.atomic_add(GRAD + rows.to(tl.int64)[:, None] * width + cols[None, :], grad_a, mask=mask_a, sem="relaxed")
-        tl.atomic_add(GRAD + p.to(tl.int64)[:, None] * width + cols[None, :], grad_p, mask=mask, sem="relaxed")
-        tl.atomic_add(GRAD + n.to(tl.int64)[:, None] * width + cols[None, :], grad_n, mask=mask, sem="relaxed")
+        # Memory rows (index ≥ B) are constants: no gradient.
+        tl.atomic_add(GRAD + p.to(tl.int64)[:, None] * width + cols[None, :], grad_p, mask=mask & (p < B)[:, None],
+                      sem="relaxed")
+        tl.atomic_add(GRAD + n.to(tl.int64)[:, None] * width + cols[None, :], grad_n, mask=mask & (n < B)[:, None],
+                      sem="relaxed")
 
 
 @dataclass(frozen=True)
@@ -528,19 +655,27 @@ def backward_config(slice_dim: int) -> LaunchConfig:
     return LaunchConfig(block_m=32, block_d=16 if slice_dim <= 16 else 32, num_warps=8)
 
 
-def autotuned_mining(configs: list[LaunchConfig]):
-    """The mining kernel, autotuned over `configs` per (B, D_pad)."""
+def autotuned_mining(configs: list[LaunchConfig], kernel=_mine_kernel, key=("B", "D_PAD")):
+    """`kernel` autotuned over `configs` per `key`; the interpreter cannot benchmark, so there
+    the first configuration only. The memory kernel has no symmetric tiles (memory rows are
+    never anchors): it takes the full-tile configurations."""
+    symmetric = kernel is _mine_kernel
+    if not symmetric:
+        configs = [c for c in configs if not c.symmetric]
+    if INTERPRET:
+        configs = configs[:1]
     return triton.autotune(
         configs=[triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "BLOCK_K": c.block_k,
-                                "SYMMETRIC": c.symmetric}, num_warps=c.num_warps, num_stages=c.num_stages)
+                                **({"SYMMETRIC": c.symmetric} if symmetric else {})},
+                               num_warps=c.num_warps, num_stages=c.num_stages)
                  for c in configs],
-        key=["B", "D_PAD"],
-    )(_mine_kernel)
+        key=list(key),
+    )(kernel)
 
 
-# The interpreter cannot benchmark: there, the first configuration only.
-MINE = {precision: autotuned_mining(mining_configs(precision)[:1] if INTERPRET else mining_configs(precision))
-        for precision in PRECISIONS}
+MINE = {precision: autotuned_mining(mining_configs(precision)) for precision in PRECISIONS}
+MINE_MEMORY = {precision: autotuned_mining(mining_configs(precision), _mine_memory_kernel, ("B", "M", "D_PAD"))
+               for precision in PRECISIONS}
 
 
 def _device_guard(device: torch.device):
@@ -548,8 +683,10 @@ def _device_guard(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
+def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize, precision, memory=None):
     """The forward's launches: one zero-fill, then stats, pre-pass, mining, hinge and finish.
+    With a cross-batch memory (rows (M, N·d) fp32 contiguous, labels (M,)): two launches
+    more, the memory's pre-pass and its mining (extra columns, anchors from the batch only).
 
     Returns (loss, slice_losses, diagnostics, saved) where diagnostics is one int64 buffer
     holding pos (N, B), neg (N, B), num_active (N,) and K, and saved what backward needs.
@@ -600,11 +737,18 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
             mining, sq, labels, labels.stride(0), keys[0], keys[1],
             batch, b_pad, d_pad, PRECISION=dot_precision, INTERPRETED=INTERPRET,
         )
+        mem_rows, chosen = x, (dist, dist)  # placeholder pointers without memory
+        if memory is not None:
+            _mine_memory(memory, centre_sum, mining, labels, keys, batch, b_pad, slice_dim, d_pad,
+                         num_slices, precision)
+            mem_rows = memory[0]
+            chosen = torch.empty(2, num_slices, batch, slice_dim, dtype=f32, device=device)
         cfg = hinge_config(slice_dim)
         _hinge_kernel[(triton.cdiv(batch, cfg.block_m), num_slices)](
-            x, x.stride(0), x.stride(1), keys[0], keys[1], norms, margins,
-            pos, neg, dist, sums, active, count, batch, slice_dim, 1, NORMALIZE_EPS,
-            DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+            x, x.stride(0), x.stride(1), mem_rows, mem_rows.stride(0), mem_rows.stride(1), chosen[0], chosen[1],
+            keys[0], keys[1], norms,
+            margins, pos, neg, dist, sums, active, count, batch, slice_dim, 1, NORMALIZE_EPS,
+            DUAL=dual, NORMALIZE=normalize, HAS_MEMORY=memory is not None, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
         _finish_kernel[(1,)](
@@ -614,14 +758,42 @@ def _launch_forward(x, labels, margins, weights, lam, slice_dim, dual, normalize
         )
     # The mining copy and the keys are freed here: not kept for backward.
     saved = (pos.view(num_slices, batch), neg.view(num_slices, batch), dist, norms, count, bad)
+    if memory is not None:
+        saved += (chosen[0], chosen[1])
     return losses[num_slices], losses[:num_slices], diagnostics, saved
+
+
+def _mine_memory(memory, centre_sum, mining, labels, keys, batch, b_pad, slice_dim, d_pad, num_slices, precision):
+    """The memory's pre-pass and mining: its rows as extra columns merged into `keys`."""
+    rows, mem_labels = memory
+    size = rows.shape[0]
+    m_pad = triton.cdiv(size, ROW_PAD) * ROW_PAD
+    mining_dtype, dot_precision = PRECISIONS[precision]
+    memory_copy = torch.empty(num_slices, m_pad, d_pad, dtype=mining_dtype, device=rows.device)
+    sq = torch.empty(num_slices, m_pad, dtype=torch.float32, device=rows.device)
+    cfg = prepare_config(slice_dim)
+    _prepare_memory_kernel[(m_pad // cfg.block_m, num_slices)](
+        rows, rows.stride(0), rows.stride(1), centre_sum, memory_copy, sq, size, m_pad, batch, slice_dim, d_pad,
+        ROUND_TF32=precision == "tf32", BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+
+    def grid(meta):  # every (anchor block, memory block) of each slice
+        return (triton.cdiv(batch, meta["BLOCK_M"]) * triton.cdiv(size, meta["BLOCK_N"]), num_slices)
+
+    MINE_MEMORY[precision][grid](
+        mining, memory_copy, sq, labels, labels.stride(0), mem_labels, mem_labels.stride(0), keys[0], keys[1],
+        batch, b_pad, size, m_pad, d_pad, PRECISION=dot_precision, INTERPRETED=INTERPRET,
+    )
 
 
 class _TripletLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision):
+    def forward(ctx, embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision,
+                memory_rows=None, memory_labels=None):
+        memory = None if memory_rows is None else (memory_rows, memory_labels)
         loss, slice_losses, diagnostics, saved = _launch_forward(
-            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision)
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision, memory)
         ctx.save_for_backward(embeddings, margins, weights, *saved)
         ctx.config = (lam / (2 if dual else 1), slice_dim, dual, normalize)
         ctx.mark_non_differentiable(slice_losses, diagnostics)
@@ -636,8 +808,9 @@ class _TripletLossFunction(torch.autograd.Function):
             raise RuntimeError("the triton backend's loss is differentiable once: create_graph=True is not "
                                "supported (use backend='torch' for higher derivatives)")
         if grad_loss is None:
-            return (None,) * 9
-        embeddings, margins, weights, pos, neg, dist, norms, count, bad = ctx.saved_tensors
+            return (None,) * 11
+        embeddings, margins, weights, pos, neg, dist, norms, count, bad, *chosen = ctx.saved_tensors
+        mem_pos, mem_neg = chosen if chosen else (dist, dist)  # placeholder pointers without memory
         scale, slice_dim, dual, normalize = ctx.config
         batch, width = embeddings.shape
         # fp32 accumulation buffer; for half-precision input a (B, N·d) fp32 temporary.
@@ -646,12 +819,12 @@ class _TripletLossFunction(torch.autograd.Function):
         with _device_guard(embeddings.device):
             _backward_kernel[(triton.cdiv(batch, cfg.block_m), margins.numel())](
                 embeddings, embeddings.stride(0), embeddings.stride(1), grad,
-                pos, neg, dist, norms, margins, weights, grad_loss, count, bad, scale,
+                pos, neg, dist, norms, margins, weights, grad_loss, count, bad, scale, mem_pos, mem_neg,
                 batch, slice_dim, NORMALIZE_EPS,
-                DUAL=dual, NORMALIZE=normalize, BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
+                DUAL=dual, NORMALIZE=normalize, HAS_MEMORY=bool(chosen), BLOCK_R=cfg.block_m, BLOCK_D=cfg.block_d,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             )
-        return grad.to(embeddings.dtype), None, None, None, None, None, None, None, None
+        return grad.to(embeddings.dtype), *(None,) * 10
 
 
 def triton_triplet_loss(
@@ -665,6 +838,7 @@ def triton_triplet_loss(
     dual: bool = True,
     normalize: bool = True,
     precision: str = "tf32",
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TripletLossOutput:
     """Fused multi-threshold triplet loss. Same contract as muldml.backend_torch.torch_triplet_loss.
 
@@ -678,15 +852,26 @@ def triton_triplet_loss(
     slice losses and an all-NaN gradient: it is not refused, since checking would
     synchronise (muldml.losses refuses it where check_finite is on).
     Twice differentiating (create_graph=True) raises.
+    memory: cross-batch memory (rows (M, N·d), labels (M,)), mined as extra columns (two
+    launches more, no (B, B + M) matrix; the memory's mining copy is N·M·d values in the
+    mining precision, freed when the forward returns); the hinge reads the chosen memory
+    rows exactly in fp32 and keeps an (N, B, d) copy of those chosen as p* and as n* for
+    the backward, so the queue may be overwritten between forward and backward.
     Raises KeyError for an unknown precision (muldml.losses checks it first).
     """
     if labels.dtype not in (torch.int32, torch.int64):
         labels = labels.to(torch.int32)
     # The kernels never see autocast; nothing around them is autocast either: mining is
     # `precision` alone, whatever the caller's autocast state.
+    memory_args = ()
+    if memory is not None:
+        rows, mem_labels = memory
+        if mem_labels.dtype not in (torch.int32, torch.int64):
+            mem_labels = mem_labels.to(torch.int32)
+        memory_args = (rows.detach().float().contiguous(), mem_labels)
     with torch.autocast(embeddings.device.type, enabled=False):
         loss, slice_losses, diagnostics = _TripletLossFunction.apply(
-            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision
+            embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, precision, *memory_args
         )
     num_slices, batch = margins.numel(), embeddings.shape[0]
     pos_neg = diagnostics[: 2 * num_slices * batch].view(2, num_slices, batch)

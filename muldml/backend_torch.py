@@ -39,7 +39,8 @@ def _keep_best(best: torch.Tensor, best_idx: torch.Tensor, rows: slice, values: 
 
 @torch.no_grad()
 def mine_batch_hard(
-    slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None = None
+    slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None = None,
+    memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hardest positive and negative per slice and anchor.
 
@@ -50,14 +51,19 @@ def mine_batch_hard(
     off-diagonal block is computed once and reduced along both axes (half the matmuls).
     Ties go to the lowest index. Autocast is off inside: the products run in the slices'
     dtype (fp32 for half input, which is upcast), whatever the caller's autocast state.
+    memory = (rows (M, N·d), labels (M,), centre (N, 1, d)): cross-batch memory, further
+    candidates (never anchors) numbered B + m; each chunk of its rows is moved by
+    ``-centre`` (the translation applied to ``slices``) and scored against every anchor,
+    so no (B, M) matrix exists: memory O(chunk_elements), not O(B·M).
     """
     if slices.dtype in (torch.float16, torch.bfloat16):
         slices = slices.float()
     with torch.autocast(slices.device.type, enabled=False):
-        return _mine_blocks(slices, labels, chunk_elements)
+        return _mine_blocks(slices, labels, chunk_elements, memory)
 
 
-def _mine_blocks(slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _mine_blocks(slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int | None,
+                 memory=None) -> tuple[torch.Tensor, torch.Tensor]:
     num_slices, batch, _ = slices.shape
     if chunk_elements is None:
         chunk_elements = GPU_MINING_CHUNK_ELEMENTS if slices.is_cuda else MINING_CHUNK_ELEMENTS
@@ -87,7 +93,33 @@ def _mine_blocks(slices: torch.Tensor, labels: torch.Tensor, chunk_elements: int
                 if i != j:  # … and, by symmetry, its columns against its rows.
                     value, arg = values.max(1) if larger else values.min(1)
                     _keep_best(best, best_idx, cols, value, arg + i, larger)
+    if memory is not None:
+        _mine_memory(slices, sq, labels, memory, block, chunk_elements, best_pos, best_neg, pos_idx, neg_idx)
     return pos_idx, neg_idx
+
+
+def _mine_memory(slices, sq, labels, memory, block, chunk_elements, best_pos, best_neg, pos_idx, neg_idx) -> None:
+    """Merge the memory's rows, chunk by chunk, into the running hardest candidates.
+
+    Memory rows are never anchors: only the rows-against-columns half of a batch tile.
+    """
+    rows_mem, labels_mem, centre = memory
+    num_slices, batch, slice_dim = slices.shape
+    # Memory rows per chunk: their centred copy (N, c, d) and the distance block (N, r, c)
+    # together hold about chunk_elements values.
+    width = max(1, chunk_elements // (num_slices * (min(batch, block) + slice_dim)))
+    for i in range(0, batch, block):
+        rows = slice(i, i + block)
+        for j in range(0, rows_mem.shape[0], width):
+            chunk = rows_mem[j : j + width].to(slices.dtype).reshape(-1, num_slices, slice_dim).transpose(0, 1) - centre
+            sq_chunk = torch.linalg.vector_norm(chunk, dim=-1).square()  # no (N, c, d) temporary
+            dist = torch.baddbmm(sq[:, rows, None] + sq_chunk[:, None, :], slices[:, rows],
+                                 chunk.transpose(1, 2), alpha=-2.0)  # (N, r, c) squared distances
+            same = labels[rows, None] == labels_mem[None, j : j + width]
+            value, arg = dist.masked_fill(~same, float("-inf")).max(2)
+            _keep_best(best_pos, pos_idx, rows, value, arg + batch + j, True)
+            value, arg = dist.masked_fill_(same, float("inf")).min(2)
+            _keep_best(best_neg, neg_idx, rows, value, arg + batch + j, False)
 
 
 def torch_triplet_loss(
@@ -100,34 +132,49 @@ def torch_triplet_loss(
     *,
     dual: bool = True,
     normalize: bool = True,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TripletLossOutput:
     """Multi-threshold batch-hard (dual) triplet loss, vectorised over slices.
 
     embeddings: (B, N·d) float; labels: (B,) int; margins, weights: (N,).
     Half-precision input is computed in float32, and autocast is off inside: under
     torch.autocast the loss and its mining still run in float32 (fp64 input in fp64).
+    memory: cross-batch memory (rows (M, N·d), labels (M,)) as in
+    muldml.reference.reference_triplet_loss; mined in chunks (no (B, M) matrix), so the
+    extra memory is O(B + chunk), beyond the memory itself.
     """
     with torch.autocast(embeddings.device.type, enabled=False):
-        return _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize)
+        return _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize, memory)
 
 
-def _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize) -> TripletLossOutput:
+def _torch_triplet_loss(embeddings, labels, margins, weights, lam, slice_dim, dual, normalize,
+                        memory=None) -> TripletLossOutput:
     batch = embeddings.shape[0]
     num_slices = margins.numel()
     x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
     slices = x.reshape(batch, num_slices, slice_dim).transpose(0, 1)  # (N, B, d)
     if normalize:
         slices = F.normalize(slices, dim=2, eps=NORMALIZE_EPS)
-    valid = valid_anchors(labels)
+    if memory is not None and memory[0].shape[0] == 0:
+        memory = None
+    valid = valid_anchors(labels if memory is None else torch.cat([labels, memory[1].to(labels.dtype)]))[:batch]
     # Distances are translation-invariant: centring each slice on its batch mean keeps the
     # Gram expansion used for mining from cancelling away for large-norm features.
     centred = slices.detach()
-    pos_idx, neg_idx = mine_batch_hard(centred - centred.mean(1, keepdim=True), labels)
+    centre = centred.mean(1, keepdim=True)  # (N, 1, d)
+    pos_idx, neg_idx = mine_batch_hard(centred - centre, labels,
+                                       memory=None if memory is None else (memory[0], memory[1], centre))
     pos_idx = torch.where(valid, pos_idx, 0)
     neg_idx = torch.where(valid, neg_idx, 0)
 
     def rows(idx: torch.Tensor) -> torch.Tensor:
-        return torch.gather(slices, 1, idx[..., None].expand(-1, -1, slice_dim))
+        """(N, B, d) candidate rows: batch indices from the slices, B + m from memory row m."""
+        own = torch.gather(slices, 1, idx.clamp_max(batch - 1)[..., None].expand(-1, -1, slice_dim))
+        if memory is None:
+            return own
+        remembered = memory[0].detach().to(slices.dtype).reshape(-1, num_slices, slice_dim)
+        remembered = remembered[(idx - batch).clamp_min(0), torch.arange(num_slices, device=idx.device)[:, None]]
+        return torch.where((idx < batch)[..., None], own, remembered)
 
     positives, negatives = rows(pos_idx), rows(neg_idx)
     margin = margins.to(slices.dtype)[:, None]

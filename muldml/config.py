@@ -101,6 +101,11 @@ class Config:
     # backend's tensor cores: tf32, tf32x3 ≈ fp32, bf16). The chosen triplets' distances are
     # recomputed in fp32 either way; the torch and reference backends mine in fp32 on the CPU.
     mining_precision: str = "tf32"
+    # Cross-batch memory (XBM, Wang et al. 2020): anchors also mine the last xbm_size rows seen
+    xbm_size: int = field(default=0, metadata={"help": "cross-batch memory: rows kept from earlier batches as "
+                                                        "extra positives and negatives (0: none)"})
+    xbm_start_epoch: int = field(default=0, metadata={"help": "epochs trained before the memory is used (it fills "
+                                                               "meanwhile)"})
     # Baselines (Tables V–VI): another metric loss in place of the triplet loss
     metric_loss: str = "triplet"  # triplet (Eq. 2 / 10) | circle | hist
     circle_m: float = 0.4  # Circle loss relaxation margin m
@@ -253,6 +258,8 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "hist_lambda_s": (0, math.inf, True, False),
     "hist_hidden": (1, math.inf, True, False),
     "cosine_scale": (0, math.inf, False, False),
+    "xbm_size": (0, 2**31 - 1, True, False),
+    "xbm_start_epoch": (0, math.inf, True, False),
     "num_workers": (0, math.inf, True, False),
     "grad_cache": (2, math.inf, True, False),  # a chunk of one image breaks BatchNorm in train mode
 }
@@ -294,6 +301,9 @@ def validate(settings: Config | Runtime) -> None:
         if settings.metric_loss != "triplet" and settings.margin_mode != "none":
             raise UserError(f"metric_loss {settings.metric_loss} replaces the triplet loss: margin_mode must be none, "
                             f"got {settings.margin_mode!r}")
+        if settings.xbm_size and (settings.metric_loss != "triplet" or settings.margin_mode == "none"):
+            raise UserError(f"xbm_size needs the triplet loss (preset {settings.preset} trains "
+                            f"{settings.metric_loss if settings.metric_loss != 'triplet' else 'softmax only'})")
         if settings.tau_max < settings.tau_min:
             raise UserError(f"tau_max ({settings.tau_max}) must be >= tau_min ({settings.tau_min})")
         if settings.sampler == "pk" and (settings.batch_size % settings.pk_samples or settings.batch_size < 2 * settings.pk_samples):

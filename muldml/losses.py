@@ -19,7 +19,7 @@ from torch import nn
 from muldml.backend_torch import torch_triplet_loss
 from muldml.distributed import distributed_world, gather_rows
 from muldml.outputs import TripletLossOutput
-from muldml.reference import reference_triplet_loss
+from muldml.reference import NORMALIZE_EPS, reference_triplet_loss
 
 BACKENDS = ("auto", "torch", "triton", "reference")
 PRECISIONS = ("tf32", "tf32x3", "bf16")  # the Triton backend's mining precision
@@ -79,6 +79,24 @@ def _check_inputs(
         raise ValueError("embeddings contain NaN or Inf")
 
 
+def _check_memory(memory, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise one clear TypeError/ValueError for a bad (memory rows, memory labels) pair."""
+    if not (isinstance(memory, tuple) and len(memory) == 2 and all(isinstance(t, torch.Tensor) for t in memory)):
+        raise TypeError("memory must be a pair of tensors (rows (M, N*d), labels (M,))")
+    rows, mem_labels = memory
+    if rows.dim() != 2 or rows.shape[1] != embeddings.shape[1] or not rows.is_floating_point():
+        raise ValueError(f"memory rows must be floating point of shape (M, {embeddings.shape[1]}), got "
+                         f"{rows.dtype} {tuple(rows.shape)}")
+    if mem_labels.dim() != 1 or mem_labels.numel() != rows.shape[0]:
+        raise ValueError(f"memory labels must have shape ({rows.shape[0]},), got {tuple(mem_labels.shape)}")
+    if mem_labels.dtype == torch.bool or mem_labels.is_floating_point() or mem_labels.is_complex():
+        raise TypeError(f"memory labels must be an integer tensor, got {mem_labels.dtype}")
+    if rows.device != embeddings.device or mem_labels.device != labels.device:
+        raise ValueError(f"memory on {rows.device} but embeddings on {embeddings.device}")
+    if embeddings.shape[0] + rows.shape[0] >= 2**31:
+        raise ValueError("batch + memory must hold fewer than 2^31 rows")
+
+
 def _check_options(backend: str, precision: str, slice_dim: int) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -124,6 +142,7 @@ def multi_threshold_triplet_loss(
     backend: str = "auto",
     precision: str = "tf32",
     check_finite: bool | None = None,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TripletLossOutput:
     """Multi-threshold batch-hard (dual) triplet loss, Mul-DML Eq. 2 / 10 and 9.
 
@@ -141,6 +160,13 @@ def multi_threshold_triplet_loss(
     the host. Unchecked non-finite embeddings give a NaN loss (and, triton backend, an
     all-NaN gradient). Margins and weights given as lists are moved to the device once
     per distinct value (cached); given as tensors they are read back to the host.
+    ``memory`` = (rows (M, N·d), labels (M,)): cross-batch memory (XBM). Its rows are
+    extra candidates for every anchor's hardest positive and negative, never anchors and
+    never differentiated, taken as given (already normalised per slice when ``normalize``;
+    MultiThresholdTripletLoss(memory_size=Q) keeps such a queue). Indices in pos_idx /
+    neg_idx run over [batch, memory] (memory row m is B + m); ties go to the lowest. The
+    dual term's d(p*, n*) may join two memory rows. K counts batch anchors with a positive
+    and a negative in batch ∪ memory; gradients reach batch rows only.
     Raises TypeError/ValueError naming the first bad argument.
     """
     margin_vec = _as_floats(margins, "margins")
@@ -155,9 +181,11 @@ def multi_threshold_triplet_loss(
         raise ValueError(f"got {len(weight_vec)} weights for {num_slices} margins")
     _check_options(backend, precision, slice_dim)
     _check_inputs(embeddings, labels, num_slices, slice_dim, check_finite)
+    if memory is not None:
+        _check_memory(memory, embeddings, labels)
     margin_t, weight_t = _device_vectors(margin_vec, weight_vec, embeddings.device, _compute_dtype(embeddings, backend))
     return _dispatch(embeddings, labels, margin_t, weight_t, slice_dim, dual, normalize,
-                     0.5 / num_slices if lam is None else float(lam), backend, precision)
+                     0.5 / num_slices if lam is None else float(lam), backend, precision, memory)
 
 
 def _compute_dtype(embeddings: torch.Tensor, backend: str) -> torch.dtype:
@@ -165,18 +193,21 @@ def _compute_dtype(embeddings: torch.Tensor, backend: str) -> torch.dtype:
     return torch.float64 if embeddings.dtype == torch.float64 or backend == "reference" else torch.float32
 
 
-def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, normalize, lam, backend, precision):
+def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, normalize, lam, backend, precision,
+              memory=None):
     """Run a backend on checked inputs; margins and weights already on the device."""
     if backend == "auto":
         backend = "triton" if embeddings.is_cuda else "torch"
+    if memory is not None and memory[0].shape[0] == 0:
+        memory = None
     if backend == "reference":
         return reference_triplet_loss(
             embeddings, labels, margin_vec, slice_dim,
-            dual=dual, normalize=normalize, weights=weight_vec, lam=lam,
+            dual=dual, normalize=normalize, weights=weight_vec, lam=lam, memory=memory,
         )
     if backend == "torch":
         return torch_triplet_loss(
-            embeddings, labels, margin_vec, weight_vec, lam, slice_dim, dual=dual, normalize=normalize
+            embeddings, labels, margin_vec, weight_vec, lam, slice_dim, dual=dual, normalize=normalize, memory=memory,
         )
     if not embeddings.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(
@@ -187,7 +218,7 @@ def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, norma
 
     return triton_triplet_loss(
         embeddings, labels, margin_vec, weight_vec, lam, slice_dim,
-        dual=dual, normalize=normalize, precision=precision,
+        dual=dual, normalize=normalize, precision=precision, memory=memory,
     )
 
 
@@ -202,6 +233,24 @@ class MultiThresholdTripletLoss(nn.Module):
     ``precision`` and ``check_finite`` as in multi_threshold_triplet_loss. The module keeps
     its margins and weights on each device it meets, so a call on CUDA tensors with the
     triton backend makes no host synchronisation and can be captured in a CUDA graph.
+
+    Cross-batch memory (XBM; Wang et al., CVPR 2020): ``memory_size=Q`` > 0 keeps a FIFO
+    queue of the last Q rows seen in training, as buffers (so in ``state_dict`` and a
+    checkpoint resumes it exactly): ``memory_embeddings`` (Q, N·d) fp32, the slices as
+    distances see them (normalised when ``normalize``), ``memory_labels`` (Q,) and
+    ``memory_seen``, the rows enqueued so far (row r sits in slot r mod Q). In training
+    mode (``.train()``, the default) each call mines the batch's anchors against batch ∪
+    the queue's filled slots, then enqueues the batch (detached): the memory holds earlier
+    batches only, never the current one. ``memory_active = False`` (a warm-up) keeps
+    enqueueing but mines the batch alone; in ``.eval()`` mode the memory is neither used
+    nor filled. Under torchrun with all_gather the queue receives the global batch, so it
+    is the same on every process. Indices and ties as in multi_threshold_triplet_loss
+    (memory slot m is candidate B + m).
+    Why an option here, not a wrapper like pytorch-metric-learning's CrossBatchMemory: the
+    queue must hold the slices as the distances use them (cut and normalised: the loss's
+    own knowledge) and the backends must see the memory as candidates only, never as
+    anchors, so that no B×(B+Q) matrix is formed; a wrapper that concatenates embeddings
+    and memory would give up both.
     """
 
     def __init__(
@@ -219,6 +268,7 @@ class MultiThresholdTripletLoss(nn.Module):
         precision: str = "tf32",
         check_finite: bool | None = None,
         all_gather: bool | None = None,
+        memory_size: int = 0,
     ) -> None:
         super().__init__()
         margin_vec = _as_floats(threshold_range(tau_min, tau_max, step) if margins is None else margins, "margins")
@@ -234,6 +284,17 @@ class MultiThresholdTripletLoss(nn.Module):
         # Mine over the global batch of all processes (muldml.distributed); None: when distributed.
         self.all_gather = all_gather
         self.last_output: TripletLossOutput | None = None
+        if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 0:
+            raise ValueError(f"memory_size must be an integer >= 0, got {memory_size!r}")
+        self.memory_size = memory_size
+        self.memory_active = True
+        if memory_size:
+            width = self.num_slices * slice_dim
+            self.register_buffer("memory_embeddings", torch.zeros(memory_size, width))
+            self.register_buffer("memory_labels", torch.zeros(memory_size, dtype=torch.long))
+            self.register_buffer("memory_seen", torch.zeros((), dtype=torch.long))
+            self._seen = 0  # host copy of memory_seen: no synchronisation per step
+            self.register_load_state_dict_post_hook(_reread_memory_count)
 
     @property
     def num_slices(self) -> int:
@@ -247,10 +308,43 @@ class MultiThresholdTripletLoss(nn.Module):
         # Made once per (values, device, dtype): no host-to-device copy per step.
         margins, weights = _device_vectors(tuple(self.margins), tuple(self.weights), embeddings.device,
                                            _compute_dtype(embeddings, self.backend))
+        memory = None
+        if self.memory_size and self.training and self.memory_active:
+            filled = min(self._seen, self.memory_size)
+            memory = (self.memory_embeddings[:filled], self.memory_labels[:filled])
         self.last_output = _dispatch(embeddings, labels, margins, weights, self.slice_dim, self.dual, self.normalize,
-                                     self.lam, self.backend, self.precision)
+                                     self.lam, self.backend, self.precision, memory)
+        if self.memory_size and self.training:
+            self.enqueue(embeddings, labels)
         return self.last_output.loss
+
+    @torch.no_grad()
+    def enqueue(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """Push a batch's rows (B, N·d), normalised per slice when the loss normalises, and
+        labels (B,) into the queue, overwriting the oldest; a batch longer than the queue
+        leaves its last Q rows."""
+        rows = embeddings.detach().float().reshape(len(embeddings), self.num_slices, self.slice_dim)
+        if self.normalize:
+            rows = torch.nn.functional.normalize(rows, dim=2, eps=NORMALIZE_EPS)
+        batch = len(rows)
+        rows, labels = rows.reshape(batch, -1)[-self.memory_size :], labels[-self.memory_size :]
+        start = (self._seen + batch - len(rows)) % self.memory_size  # row r of all rows seen sits in slot r mod Q
+        first = min(len(rows), self.memory_size - start)  # up to the end of the buffer, then wrap
+        self.memory_embeddings[start : start + first] = rows[:first]
+        self.memory_labels[start : start + first] = labels[:first]
+        if len(rows) > first:
+            self.memory_embeddings[: len(rows) - first] = rows[first:]
+            self.memory_labels[: len(rows) - first] = labels[first:]
+        self._seen += batch
+        self.memory_seen.fill_(self._seen)
 
     def extra_repr(self) -> str:
         margins = ", ".join(f"{m:g}" for m in self.margins)
-        return f"margins=[{margins}], slice_dim={self.slice_dim}, dual={self.dual}, normalize={self.normalize}, backend={self.backend!r}"
+        memory = f", memory_size={self.memory_size}" if self.memory_size else ""
+        return (f"margins=[{margins}], slice_dim={self.slice_dim}, dual={self.dual}, normalize={self.normalize}, "
+                f"backend={self.backend!r}{memory}")
+
+
+def _reread_memory_count(module: MultiThresholdTripletLoss, _incompatible) -> None:
+    """After load_state_dict: the host copy of the queue's counter follows the loaded buffer."""
+    module._seen = int(module.memory_seen)

@@ -37,7 +37,8 @@ def test_gpu_sweep_smoke_run_on_cpu(tmp_path):
     sweep = load("gpu_sweep")
     methods = "triton-tf32,torch-backend,reference,pml-loop,vectorised,gram-tf32"
     assert sweep.main(["--device", "cpu", "--batches", "20,70", "--repeats", "1", "--slice-dim", "16",
-                       "--check-batch", "150", "--methods", methods, "--out", str(tmp_path)]) == 0
+                       "--check-batch", "150", "--methods", methods, "--out", str(tmp_path),
+                       "--xbm-sizes", "96,160"]) == 0
     (report_path,) = tmp_path.glob("*.json")
     report = json.loads(report_path.read_text())
     check = report["kernel_check"]
@@ -49,6 +50,13 @@ def test_gpu_sweep_smoke_run_on_cpu(tmp_path):
     assert {(r["versus"], r["phase"]) for r in report["ratios"] if r["batch"] == 70} >= {
         ("pml-loop", "full_ms"), ("gram-tf32", "forward_ms")}
     assert report_path.with_suffix(".png").stat().st_size > 1000
+    xbm = report["xbm"]  # cross-batch memory: checked against the reference, then timed against PML's
+    assert xbm["check"]["ok"] and xbm["check"]["memory_mined"]
+    assert [(r["memory_size"], r["method"]) for r in xbm["rows"]] == [
+        (q, m) for q in (96, 160) for m in ("triton-tf32", "torch-backend", "pml-xbm")]
+    assert all(r["full_ms"] > 0 for r in xbm["rows"])
+    assert {(r["memory_size"], r["muldml"]) for r in xbm["ratios"]} == {
+        (q, m) for q in (96, 160) for m in ("triton-tf32", "torch-backend")}
 
 
 def test_gpu_sweep_fails_on_a_kernel_mismatch(tmp_path, monkeypatch):

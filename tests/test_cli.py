@@ -226,3 +226,23 @@ def test_training_without_init_warns_about_fine_tuning_defaults(data, tmp_path, 
     assert out.count("no --init, so this trains from scratch with the paper's fine-tuning settings") == 1
     assert main([*args, "--out", str(tmp_path / "b"), "--lr", "0.001"]) == 0
     assert "no --init" not in capsys.readouterr().out
+
+
+def test_train_with_cross_batch_memory_on_demo_faces(tmp_path, capsys):
+    """--xbm-size / --xbm-start-epoch and the same keys in a config file; the queue is saved."""
+    from muldml.data.synthetic import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
+    (tmp_path / "c.json").write_text(json.dumps({"xbm_size": 16, "xbm_start_epoch": 1}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--data", str(data), "--out", str(run), *SMALL,
+                 "--xbm-size", "20"]) == 0
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["config"]["xbm_size"] == 20 and state["config"]["xbm_start_epoch"] == 1
+    assert state["loss"]["memory_embeddings"].shape == (20, 3 * 8) and int(state["loss"]["memory_seen"]) >= 20
+    capsys.readouterr()
+    for argv, message in [(["--xbm-size", "-1"], "xbm_size must be in [0,"),
+                          (["--xbm-size", "8", "--preset", "cnn"], "xbm_size needs the triplet loss")]:
+        assert main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("muldml: error:") and message in err and len(err.splitlines()) == 1, err

@@ -27,12 +27,31 @@ def random_case(
     return x, labels
 
 
-def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool) -> torch.Tensor:
-    """(N, B, B) exact float64 distances of each slice."""
+def memory_case(seed: int, size: int, num_slices: int, slice_dim: int, num_classes: int,
+                normalize: bool, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cross-batch memory (rows (M, N·d), labels (M,)) as the loss's queue holds it:
+    Gaussian rows, normalised per slice when the loss normalises."""
+    gen = torch.Generator().manual_seed(seed + 7919)
+    rows = torch.randn(size, num_slices, slice_dim, generator=gen, dtype=torch.float64)
+    if normalize:
+        rows = torch.nn.functional.normalize(rows, dim=2, eps=NORMALIZE_EPS)
+    return rows.reshape(size, num_slices * slice_dim).to(dtype), torch.randint(0, num_classes, (size,), generator=gen)
+
+
+def _candidates(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool, memory=None) -> torch.Tensor:
+    """(N, B + M, d) float64: the batch's slices (normalised when asked), then the memory's as given."""
     x = x.detach().double().reshape(x.shape[0], num_slices, slice_dim).transpose(0, 1)
     if normalize:
         x = torch.nn.functional.normalize(x, dim=2, eps=NORMALIZE_EPS)
-    return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    if memory is not None:
+        x = torch.cat([x, memory[0].detach().double().reshape(-1, num_slices, slice_dim).transpose(0, 1)], dim=1)
+    return x
+
+
+def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool, memory=None) -> torch.Tensor:
+    """(N, B + M, B + M) exact float64 distances of each slice over batch ∪ memory (M = 0 without one)."""
+    y = _candidates(x, num_slices, slice_dim, normalize, memory)
+    return torch.cdist(y, y, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 # Unit roundoff of each mining precision (the Triton backend's ``precision``; None: an fp32
@@ -41,17 +60,17 @@ def slice_distances(x: torch.Tensor, num_slices: int, slice_dim: int, normalize:
 UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8, "tf32x3": 2.0**-21, None: 2.0**-24}
 
 
-def mining_tolerance(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool, precision: str | None) -> torch.Tensor:
+def mining_tolerance(x: torch.Tensor, num_slices: int, slice_dim: int, normalize: bool, precision: str | None,
+                     memory=None) -> torch.Tensor:
     """(N, 1) slack on squared distances within which mining may rank two candidates either way.
 
     Backends mine on the Gram expansion of the slice centred on its batch mean, y = x̂ − c:
     a score ‖y_b‖² − 2·y_a·y_b carries an error of at most about (2u + d·2⁻²⁴)·2·R² (operand
-    rounding plus fp32 accumulation over d terms), R the largest ‖y‖; two scores compared: twice that.
+    rounding plus fp32 accumulation over d terms), R the largest ‖y‖ (memory rows, moved by
+    the same centre, included); two scores compared: twice that.
     """
-    y = x.detach().double().reshape(x.shape[0], num_slices, slice_dim).transpose(0, 1)
-    if normalize:
-        y = torch.nn.functional.normalize(y, dim=2, eps=NORMALIZE_EPS)
-    y = y - y.mean(1, keepdim=True)
+    y = _candidates(x, num_slices, slice_dim, normalize, memory)
+    y = y - y[:, : x.shape[0]].mean(1, keepdim=True)
     radius_sq = (y * y).sum(2).amax(1, keepdim=True)
     per_score = (2 * UNIT_ROUNDOFF[precision] + slice_dim * 2.0**-24) * 2 * radius_sq
     return 2 * per_score + 1e-12
@@ -64,8 +83,9 @@ def min_hinge_gap(dist: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, marg
         return float("inf")
     p, n = pos.clamp_min(0), neg.clamp_min(0)
     tau = torch.as_tensor(margins, dtype=torch.float64)[:, None]
-    d_ap = dist.gather(2, p[..., None])[..., 0]
-    d_an = dist.gather(2, n[..., None])[..., 0]
+    anchors = dist[:, : pos.shape[1]]
+    d_ap = anchors.gather(2, p[..., None])[..., 0]
+    d_an = anchors.gather(2, n[..., None])[..., 0]
     gaps = [(d_ap - d_an + tau)[valid]]
     if dual:
         d_pn = torch.stack([dist[i][p[i], n[i]] for i in range(dist.shape[0])])
@@ -89,6 +109,7 @@ def check_against_reference(
     loss_rtol: float = 1e-5,
     grad_rtol: float = 1e-4,
     kink_tol: float = 1e-5,
+    memory: tuple[torch.Tensor, torch.Tensor] | None = None,
     **kwargs,
 ):
     """Assert a backend equals the float64 reference on loss, triplets and gradient.
@@ -100,20 +121,23 @@ def check_against_reference(
     so near-ties that fp32 mining may break either way do not make the test flaky.
     Where a hinge term lies within `kink_tol` of its kink, fp32 and float64 may disagree on
     whether it is active: there only the loss (continuous) is compared, not the gradient.
+    ``memory``: a cross-batch memory (rows, labels) for both; candidates are then batch ∪
+    memory (memory row m is index B + m), anchors the batch's rows.
     Returns the backend's output.
     """
     num_slices = len(margins)
     x = x.detach().requires_grad_(True)
+    device_memory = None if memory is None else tuple(t.to(x.device) for t in memory)
     out = multi_threshold_triplet_loss(
         x, labels, margins, slice_dim, dual=dual, normalize=normalize, weights=weights, lam=lam,
-        backend=backend, **kwargs,
+        backend=backend, memory=device_memory, **kwargs,
     )
     assert out.loss.dim() == 0 and torch.isfinite(out.loss)
     (grad,) = torch.autograd.grad(out.loss * grad_scale, x)
     assert grad.shape == x.shape and grad.dtype == x.dtype and torch.isfinite(grad).all()
 
     x64 = x.detach().double().requires_grad_(True)
-    ref_args = dict(dual=dual, normalize=normalize, lam=lam,
+    ref_args = dict(dual=dual, normalize=normalize, lam=lam, memory=memory,
                     weights=None if weights is None else torch.tensor(weights, dtype=torch.float64))
     tau = torch.tensor(margins, dtype=torch.float64)
     mined = reference_triplet_loss(x64, labels, tau, slice_dim, **ref_args)
@@ -127,13 +151,14 @@ def check_against_reference(
         assert torch.equal(neg, mined.neg_idx), "hardest negatives differ from the reference"
     valid = pos >= 0
     if valid.any():
-        lab = labels.cpu()
+        lab = labels.cpu() if memory is None else torch.cat([labels.cpu(), memory[1].cpu()])
         a = torch.arange(x.shape[0]).expand_as(pos)[valid]
         assert (lab[pos[valid]] == lab[a]).all() and (pos[valid] != a).all()
         assert (lab[neg[valid]] != lab[a]).all()
-        sq = slice_distances(x, num_slices, slice_dim, normalize) ** 2
+        sq = slice_distances(x, num_slices, slice_dim, normalize, memory)[:, : x.shape[0]] ** 2
         tol = mining_tolerance(x, num_slices, slice_dim, normalize,
-                               kwargs.get("precision", "tf32") if backend == "triton" else None).expand_as(pos)[valid]
+                               kwargs.get("precision", "tf32") if backend == "triton" else None,
+                               memory).expand_as(pos)[valid]
         chosen_p = sq.gather(2, pos.clamp_min(0)[..., None])[..., 0][valid]
         best_p = sq.gather(2, mined.pos_idx.clamp_min(0)[..., None])[..., 0][valid]
         chosen_n = sq.gather(2, neg.clamp_min(0)[..., None])[..., 0][valid]
@@ -147,7 +172,7 @@ def check_against_reference(
     ref_loss = float(ref.loss.detach())
     assert abs(float(out.loss.detach()) - ref_loss) <= loss_rtol * abs(ref_loss) + 1e-7, (float(out.loss.detach()), ref_loss)
     torch.testing.assert_close(out.slice_losses.double().cpu(), ref.slice_losses, rtol=loss_rtol, atol=1e-7)
-    dist = slice_distances(x, num_slices, slice_dim, normalize)
+    dist = slice_distances(x, num_slices, slice_dim, normalize, memory)
     if min_hinge_gap(dist, pos, neg, margins, dual) < kink_tol:
         return out
     assert torch.equal(out.num_active.cpu(), ref.num_active)

@@ -17,6 +17,7 @@ TABLE1_STEPS = (0.2, 0.1, 0.05)
 TABLE1_DIMS = (512, 256, 128, 64)
 TABLE2_TAUS = tuple(threshold_range(0.15, 0.75, 0.1))  # 0.15, 0.25, …, 0.75
 FIG6_TAUS = (0.2, 0.4, 0.8)
+XBM_SIZE = 1024  # about one CK+ training fold (10-fold: ~880 images): every image is a candidate
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,13 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
         Cell("Mul-DML", "mul-dml")),
           "Circle loss (Sun et al., CVPR 2020) and HIST loss (Lim et al., CVPR 2022) on the S-Dual-Triplet "
           "network (one 256-d slice, softmax plus λ·loss), against softmax only, S-Dual-Triplet and Mul-DML."),
+    Study("xbm", "Mul-DML with and without cross-batch memory", "XBM (Wang et al., CVPR 2020)", (
+        Cell("Mul-DML", "mul-dml"),
+        Cell(f"Mul-DML + XBM (Q = {XBM_SIZE})", "mul-dml", (("xbm_size", XBM_SIZE),))),
+          f"Mul-DML with and without a cross-batch memory of the last {XBM_SIZE} training embeddings, whose rows "
+          "join each batch's candidates for the hardest positive and negative of every slice, on the same folds "
+          "and seeds. The memory is mined from epoch xbm_start_epoch + 1 (a common setting: --xbm-start-epoch "
+          "or the config file; default 0, from the start)."),
     Study("fig3", "Inter-class distances per threshold", "Fig. 3", _TABLE2,
           "Distribution of the distances between validation images of different classes in the embedding "
           "learnt by S-Dual-Triplet at each τ.", figure="fig3"),

@@ -15,10 +15,11 @@ def build_model(cfg: Config) -> MulDMLNet:
                      cfg.multitask, cfg.dropout, cfg.cosine_scale, cfg.learn_cosine_scale)
 
 
-def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.Module | None:
+def build_triplet_loss(cfg: Config, all_gather: bool | None = None, memory: bool = True) -> torch.nn.Module | None:
     """The metric loss `cfg` trains beside the softmax: the multi-threshold triplet loss, a
     baseline's (metric_loss circle or hist, Tables V–VI), or None for softmax-only presets.
-    all_gather: mine over all processes' rows (default: when running distributed)."""
+    all_gather: mine over all processes' rows (default: when running distributed).
+    memory: with the cross-batch memory of cfg.xbm_size rows (False: the validation loss)."""
     if cfg.metric_loss == "circle":
         from muldml.baselines import CircleMetricLoss, baseline_weight
 
@@ -32,4 +33,4 @@ def build_triplet_loss(cfg: Config, all_gather: bool | None = None) -> torch.nn.
         return None
     return MultiThresholdTripletLoss(margins=cfg.margins, slice_dim=cfg.slice_dim, dual=cfg.dual,
                                      lam=cfg.lam, backend=cfg.backend, precision=cfg.mining_precision,
-                                     all_gather=all_gather)
+                                     all_gather=all_gather, memory_size=cfg.xbm_size if memory else 0)

@@ -15,6 +15,8 @@ It holds no device: weights load on the CPU and go wherever the command says (--
     epoch       epochs completed      config      Config.to_dict()
     fingerprint the run's settings fingerprint (runfolder.py)
     history     one dict of floats per epoch (also in history.csv)
+    loss        the metric loss's state_dict where it has one: HIST's parameters, or the
+                cross-batch memory's queue (xbm_size), so that a resumed run mines as before
 """
 from __future__ import annotations
 

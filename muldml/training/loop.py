@@ -311,6 +311,8 @@ def run_epoch(model: nn.Module, triplet_loss: MultiThresholdTripletLoss | None, 
     precision = precision or Precision()
     training = optimizer is not None
     model.train(training)
+    if triplet_loss is not None:
+        triplet_loss.train(training)  # a cross-batch memory is used and filled in training only
     meter = Meter(triplet_loss.num_slices if triplet_loss else 0)
     start = time.perf_counter()
     for images, labels in loader:

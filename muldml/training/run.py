@@ -226,7 +226,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
     if resuming:
         state = load_checkpoint(out / CHECKPOINT)
         model.load_state_dict(state["model"])
-        if loss_parameters:
+        if "loss" in state:  # parameters (HIST) or the cross-batch memory's queue
             triplet_loss.load_state_dict(state["loss"])
         set_rng_state(state["rng"], loader_generator)
         if precision.scaler is not None and state.get("scaler"):
@@ -255,7 +255,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
     # Every process validates on its own (a loss with parameters is the trained one itself).
-    val_loss = triplet_loss if loss_parameters else build_triplet_loss(cfg, all_gather=False)
+    val_loss = triplet_loss if loss_parameters else build_triplet_loss(cfg, all_gather=False, memory=False)
 
     train_loader, val_loader = _loaders(cfg, runtime, procs, train_samples, val_samples, loader_generator)
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
@@ -274,6 +274,8 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        if cfg.xbm_size:  # the queue fills from the start and is mined from epoch xbm_start_epoch + 1
+            triplet_loss.memory_active = epoch >= cfg.xbm_start_epoch
         meter = run_epoch(trained, triplet_loss, train_loader, device, optimizer, bar, precision,
                           runtime.grad_cache, runtime.channels_last)
         meter.reduce(sum_over_processes)
@@ -293,7 +295,7 @@ def _fit(cfg, train_samples, val_samples, out, runtime, procs, resume, overwrite
                  "rng": rng_state(loader_generator), "epoch": epoch + 1, "config": cfg.to_dict(), "history": history,
                  "fingerprint": requested, "position": {"epoch": epoch + 1, "batch": 0},
                  "scaler": precision.scaler.state_dict() if precision.scaler is not None else {}}
-        if loss_parameters:
+        if loss_parameters or cfg.xbm_size:
             state["loss"] = triplet_loss.state_dict()
         if procs.main:
             save_checkpoint(out, state)

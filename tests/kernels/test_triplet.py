@@ -402,3 +402,46 @@ def test_programs_are_race_free_and_order_independent():
         assert torch.equal(out.pos_idx, base.pos_idx) and torch.equal(out.neg_idx, base.neg_idx), order
         torch.testing.assert_close(out.loss, base.loss, rtol=1e-6, atol=0)
         torch.testing.assert_close(grad, base_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_memory_launches_and_no_host_copy(monkeypatch):
+    """A warm module call with a full queue (B = 96, Q = 256, N = 7): the batch path's
+    launches, two Triton launches more for the memory (its pre-pass and mining; the hinge
+    keeps the chosen memory rows for the backward), and the enqueue (normalise, copy into
+    the queue, count); no host-to-device copy."""
+    counter = LaunchCounter()
+
+    def on_launch(name, run):
+        counter.launches.append(f"triton:{name}")
+        counter.in_kernel = True
+        try:
+            return run()
+        finally:
+            counter.in_kernel = False
+
+    wrap_kernels(monkeypatch, on_launch)
+    monkeypatch.setattr(triplet, "_prepare_memory_kernel",
+                        CountedKernel("prepare_memory", triplet._prepare_memory_kernel, on_launch))
+    for precision, kernel in list(triplet.MINE_MEMORY.items()):
+        monkeypatch.setitem(triplet.MINE_MEMORY, precision, CountedKernel("mine_memory", kernel, on_launch))
+    margins = [0.15 + 0.1 * i for i in range(7)]
+    module = MultiThresholdTripletLoss(margins, slice_dim=32, backend="triton", check_finite=False,
+                                       memory_size=256).to(DEVICE)
+    for seed in range(3):  # fills the queue (and warms the caches)
+        module(*on_device(*random_case(seed, 96, 7, 32, 6)))
+    x, labels = on_device(*random_case(19, 96, 7, 32, 6))
+    x.requires_grad_(True)
+    seed = torch.ones((), device=x.device)
+    counter.launches.clear()
+    with counter:
+        value = module(x, labels)
+        forward = list(counter.launches)
+        (grad,) = torch.autograd.grad(value, x, seed)
+    backward = counter.launches[len(forward):]
+    print("forward:", forward, "backward:", backward)
+    triton_launches = [n for n in forward if n.startswith("triton:")]
+    assert triton_launches == ["triton:stats", "triton:prepare", "triton:mine", "triton:prepare_memory",
+                               "triton:mine_memory", "triton:hinge", "triton:finish"], triton_launches
+    assert len(forward) + len(backward) <= 8 + 2 + 6, (forward, backward)
+    assert not any("_to_copy" in op for op in counter.launches), counter.launches
+    assert torch.isfinite(grad).all() and float(value.detach()) > 0

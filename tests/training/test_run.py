@@ -216,3 +216,25 @@ def test_the_trainer_passes_the_mining_precision_to_the_loss():
         assert build_triplet_loss(config(mining_precision=precision)).precision == precision
     with pytest.raises(UserError, match="mining_precision must be one of tf32, tf32x3, bf16; got 'fp8'"):
         config(mining_precision="fp8")
+
+
+def test_cross_batch_memory_warms_up_then_mines_and_resumes_exactly(dataset, tmp_path):
+    """xbm_start_epoch = 1: the first epoch trains as without memory (the queue fills), later
+    ones mine the queue; the queue is in the checkpoint, so an interrupted run resumes to
+    the same weights."""
+    train_s, val_s, _ = dataset
+    xbm = dict(xbm_size=12, xbm_start_epoch=1)
+    plain = train(config(epochs=2), train_s, val_s, tmp_path / "plain", progress=False)
+    whole = train(config(**xbm), train_s, val_s, tmp_path / "whole", progress=False)
+    assert learning(plain["history"])[0] == learning(whole["history"])[0]  # warm-up: memory not mined
+    assert learning(plain["history"])[1] != learning(whole["history"])[1]  # then it is
+    queue = whole["loss"]  # 3 epochs of full batches of 8 (the last, partial one is dropped)
+    assert int(queue["memory_seen"]) == 3 * (len(train_s) // 8) * 8 and queue["memory_embeddings"].shape == (12, 3 * 8)
+    train(config(**xbm), train_s, val_s, tmp_path / "cut", progress=False, stop_after=1)
+    resumed = train(config(**xbm), train_s, val_s, tmp_path / "cut", progress=False, resume=True)
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    for name, tensor in queue.items():
+        assert torch.equal(tensor, resumed["loss"][name]), name
+    with pytest.raises(UserError, match="xbm_size needs the triplet loss"):
+        config("cnn", xbm_size=8)

@@ -132,3 +132,21 @@ def test_sigkilled_worker_restarts_and_ends_as_an_uninterrupted_run(tmp_path):
     assert killed["epoch"] == 2
     for name, tensor in uninterrupted["model"].items():
         assert torch.equal(tensor, killed["model"][name]), name
+
+
+@pytest.mark.slow
+def test_two_process_cross_batch_memory_holds_the_global_batch(tmp_path):
+    """Each process enqueues the all-gathered batch: the 2-process run's queue has the labels,
+    in the same order, of one process on the same global batches; the queue resumes in one process."""
+    data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
+    xbm = ["--xbm-size", "10"]  # smaller than a batch of 14: the queue wraps; ~30 s on 2 CPU cores
+    done = torchrun("train", "--data", str(data), "--out", str(tmp_path / "two"), *TINY, *xbm)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "one"), *TINY, *xbm]) == 0
+    two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["loss"]
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["loss"]
+    assert int(two["memory_seen"]) == int(one["memory_seen"]) >= 10
+    assert torch.equal(two["memory_labels"], one["memory_labels"])
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "two"), "--resume", *TINY, *xbm,
+                 "--epochs", "2"]) == 0
+    assert int(torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["loss"]["memory_seen"]) > int(two["memory_seen"])
