@@ -77,7 +77,8 @@ def plot_regime(history: Sequence[dict], path: str | Path, title: str = "") -> P
                              (axes[1], "margin", "mean d(a,n*) − d(a,p*)")):
         for i, key in enumerate(slice_columns(history, name)):
             scale = 100 if name == "active" else 1
-            ax.plot(epochs, [scale * r[key] for r in history], label=f"slice {i + 1}")
+            # An epoch may not measure margins (e.g. once the cross-batch memory is mined): a gap.
+            ax.plot(epochs, [scale * r.get(key, float("nan")) for r in history], label=f"slice {i + 1}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         if ax.lines:

@@ -36,10 +36,11 @@ def hinge_margins(embedding: torch.Tensor, output: TripletLossOutput, slice_dim:
     embedding: (B, N·d) the rows the loss mined over; output: that loss call's result
     (its pos_idx/neg_idx, -1 where an anchor is no triplet). Divide by
     ``output.num_triplets`` for the mean. Returns None when the indices refer to rows that
-    are not in `embedding` (the loss mined over a batch gathered from other processes).
+    are not in `embedding`: the loss mined over a batch gathered from other processes, or
+    chose rows of its cross-batch memory (index ≥ B), which the queue may since have replaced.
     """
     num_slices, batch = output.pos_idx.shape
-    if embedding.shape[0] != batch:
+    if embedding.shape[0] != batch or bool((output.pos_idx >= batch).any() | (output.neg_idx >= batch).any()):
         return None
     x = embedding.detach().double().view(batch, num_slices, slice_dim).transpose(0, 1)  # (N, B, d)
     if normalize:

@@ -204,7 +204,8 @@ class Meter:
     (λ·Σ_i w_i·loss_i, or λ·Circle / λ·HIST), per sample like the cross-entropy, and
     ``metric_share`` its share of the total loss. ``margin_i`` is the mean hinge margin
     d(a,n*) − d(a,p*) of slice i over the epoch's triplets (muldml.regime; not measured
-    under gradient caching or when the loss mines over other processes' rows).
+    under gradient caching or when the loss mines over other processes' rows or its cross-batch
+    memory).
     The gradient norms at the embedding (``grad_ce``, ``grad_metric``) are a running mean
     over every training batch of the epoch, measured by autograd on the batch before its
     backward pass (rank 0's under DDP; not under gradient caching), and ``grad_metric_share``

@@ -54,8 +54,7 @@ def test_scan_folder_ignores_os_metadata_and_reads_every_pillow_format(tmp_path)
 
 def test_kaggle_fer2013_layout_is_read_with_its_split_and_canonical_names(tmp_path):
     """train|test/<class>/*.jpg, class folders spelt angry, happy: the same names prepare gives."""
-    from muldml.cli import split_train_val
-    from muldml.config import preset_config
+    from muldml.protocol import train_val_split
 
     face = Image.new("L", (12, 12), 90)
     for split, count in (("train", 3), ("test", 2)):
@@ -68,7 +67,7 @@ def test_kaggle_fer2013_layout_is_read_with_its_split_and_canonical_names(tmp_pa
     assert classes == ["anger", "happiness", "neutral"]
     assert len(samples) == 15 and {s.split for s in samples} == {"train", "test"}
     assert sorted(classes[s.label] for s in samples if s.split == "test") == ["anger"] * 2 + ["happiness"] * 2 + ["neutral"] * 2
-    train, val = split_train_val(samples, preset_config("mul-dml"))
+    train, val, _ = train_val_split(samples, val_fraction=0.2, seed=0)
     assert len(train) == 9 and all(s.split == "train" for s in train) and val == []
 
 

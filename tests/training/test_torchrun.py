@@ -139,7 +139,9 @@ def test_two_process_cross_batch_memory_holds_the_global_batch(tmp_path):
     """Each process enqueues the all-gathered batch: the 2-process run's queue has the labels,
     in the same order, of one process on the same global batches; the queue resumes in one process."""
     data = write_demo_dataset(tmp_path / "faces", num_subjects=4, images_per_expression=1, size=32, progress=False)
-    xbm = ["--xbm-size", "10"]  # smaller than a batch of 14: the queue wraps; ~30 s on 2 CPU cores
+    # Smaller than a batch of 14: the queue wraps; ~30 s on 2 CPU cores. Global BatchNorm
+    # statistics (--sync-bn), so that the run may resume in one process.
+    xbm = ["--xbm-size", "10", "--sync-bn"]
     done = torchrun("train", "--data", str(data), "--out", str(tmp_path / "two"), *TINY, *xbm)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "one"), *TINY, *xbm]) == 0
