@@ -109,3 +109,16 @@ def test_a_cell_trained_with_other_runtime_options_is_not_reused(tmp_path, capsy
     assert main([*args, "--grad-cache", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "grad_cache None → 4" in err[0] and "--overwrite" in err[0]
+
+
+def test_study_report_gives_each_model_the_mean_merged_retrieval_of_its_runs(tmp_path):
+    out = tmp_path / "studies"
+    assert main(["study", "fig9", "--demo", "--quick", "--quiet", "--out", str(out)]) == 0
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/seed-0/fold-0*/result.json"))]
+    assert len(runs) == 2 and all(0 <= r["retrieval"]["precision_at_1"] <= 1 for r in runs)
+    (row,) = json.loads((out / "fig9" / "results.json").read_text())["rows"]
+    assert row["precision_at_1_mean"] == pytest.approx(100 * sum(r["retrieval"]["precision_at_1"] for r in runs) / 2)
+    assert row["map_at_r_mean"] == pytest.approx(100 * sum(r["retrieval"]["map_at_r"] for r in runs) / 2)
+    report = (out / "fig9" / "report.md").read_text()
+    assert "| model | Precision@1 (%) | MAP@R (%) | runs |" in report
+    assert f"| Mul-DML | {row['precision_at_1_mean']:.2f} | {row['map_at_r_mean']:.2f} | 2 of 2 |" in report
