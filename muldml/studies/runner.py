@@ -67,6 +67,18 @@ class StudyContext:
         return cfg
 
 
+def study_outputs(out: Path, data: Path) -> list[Path]:
+    """The folders a study writes, never to be read as its data: `out` itself, or, when the
+    data lies in `out` (--demo's OUT/data, or --data equal to --out), its run folders and
+    one folder per study."""
+    from muldml.studies.definitions import NAMES
+
+    out, data = Path(out).resolve(), Path(data).resolve()
+    if data != out and out not in data.parents:
+        return [out]
+    return [out / "runs", *(out / name for name in NAMES)]
+
+
 def run_id(cfg: Config, base: dict[str, Any]) -> str:
     """Folder name of a run: the preset and every setting that differs from the preset under
     the study's common settings (τ* always, for one-threshold presets)."""
