@@ -42,8 +42,9 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("name", choices=NAMES, metavar="NAME", help=", ".join(NAMES))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset folder (<class>/<image> or manifest.csv from `muldml prepare`)")
-    source.add_argument("--demo", action="store_true", help="the built-in generated demo faces, written to OUT/data and read from there "
-                        "(the study's run and report folders are never read as data)")
+    source.add_argument("--demo", action="store_true",
+                        help="the built-in generated demo faces, written to OUT/data and read from there "
+                             "(the study's run and report folders are never read as data)")
     parser.add_argument("--out", required=True, help="study folder: runs/, one folder per study, report.md")
     protocol = parser.add_mutually_exclusive_group()
     protocol.add_argument("--folds", type=int, help="k-fold subject-independent cross-validation "
