@@ -229,7 +229,7 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     report.table(*confusion_table(metrics))
     report.image("confusion matrix", "confusion.png")
     if "retrieval" in metrics:
-        _embedding_section(report, metrics["retrieval"], out)
+        _embedding_section(report, metrics["retrieval"], out, metrics.get("tta", "none"))
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
         report.image("training curves", "curves.png")
@@ -237,7 +237,7 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     return report.settings(cfg.to_dict()).write(out / "report.md")
 
 
-def _embedding_section(report: Report, retrieval: dict, out: Path) -> None:
+def _embedding_section(report: Report, retrieval: dict, out: Path, tta: str = "none") -> None:
     """The retrieval table (per slice with its τ_i, and merged) and the slices' CKA heat map."""
     from muldml.plots import plot_slice_similarity
 
@@ -249,6 +249,8 @@ def _embedding_section(report: Report, retrieval: dict, out: Path) -> None:
                      "distance between L2-normalised embeddings (pytorch-metric-learning's AccuracyCalculator): "
                      "Precision@1, MAP@R, and NMI of a k-means clustering (k = classes) against the labels. "
                      "Per slice, and merged (the normalised slices concatenated, each weighing the same)."
+                     + ("" if tta == "none" else f" With test-time augmentation ({tta}), an image's embedding is "
+                        "the mean over its views.")
                      + ("" if retrieval["margins"] else " This model trains no margin (softmax only)."))
 
     def row(name, margin, scores):
