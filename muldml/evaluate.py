@@ -247,8 +247,9 @@ def _embedding_section(report: Report, retrieval: dict, out: Path, tta: str = "n
         return
     report.paragraph(f"Each of the {retrieval['num_images']} evaluated images queries all the others by Euclidean "
                      "distance between L2-normalised embeddings (pytorch-metric-learning's AccuracyCalculator): "
-                     "Precision@1, MAP@R, and NMI of a k-means clustering (k = classes) against the labels. "
-                     "Per slice, and merged (the normalised slices concatenated, each weighing the same)."
+                     "Precision@1, MAP@R, and NMI of a k-means clustering (k = classes) against the labels"
+                     + (", of its one embedding." if len(retrieval["slices"]) == 1 else
+                        ". Per slice, and merged (the normalised slices concatenated, each weighing the same).")
                      + ("" if tta == "none" else f" With test-time augmentation ({tta}), an image's embedding is "
                         "the mean over its views.")
                      + ("" if retrieval["margins"] else " This model trains no margin (softmax only)."))
