@@ -4,8 +4,10 @@ evaluate`: it chooses which images to score (never a run's training images unles
 
 ``evaluate`` serves every caller (train, evaluate, cv, demo, studies). ``write_report``
 leaves in its folder: metrics.json, confusion.csv (counts), confusion.png (row-normalised,
-as the paper's Fig. 9), curves.png (loss and accuracy per epoch, when a history is given)
-and report.md holding the config, numbers and plots.
+as the paper's Fig. 9), curves.png (loss and accuracy per epoch, when a history is given),
+slice_cka.png (linear CKA between the slices, for two slices or more) and report.md holding
+the config, numbers and plots. The metrics include embedding retrieval (Precision@1, MAP@R,
+NMI per slice and merged) on the embeddings of the evaluated images.
 """
 from __future__ import annotations
 
@@ -66,25 +68,30 @@ def evaluate(checkpoint: str | Path | dict[str, Any] | tuple[MulDMLNet, Config],
         model, cfg = model_from_checkpoint(state)
         history = state.get("history") if history is None else history
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    predictions = predict(model, samples, cfg, device, progress=progress, num_workers=num_workers, tta=tta)
-    metrics = compute_metrics([s.label for s in samples], predictions, cfg.classes)
+    predictions, embeddings = predict_and_embed(model, samples, cfg, device, progress=progress,
+                                                num_workers=num_workers, tta=tta)
+    labels = [s.label for s in samples]
+    metrics = compute_metrics(labels, predictions, cfg.classes)
     metrics["tta"] = tta
-    similarity = None
-    if out is not None and cfg.num_slices > 1 and len(samples) > 1:
-        from muldml.diversity import slice_cka
-        from muldml.studies.measures import embed
-
-        similarity = slice_cka(embed(model, samples, cfg, device)[0], cfg.num_slices).numpy()
-        metrics["slice_cka"] = similarity.tolist()
-    report = write_report(out, cfg, metrics, history, title, note, similarity) if out is not None else None
+    metrics["retrieval"] = embedding_metrics(embeddings, torch.as_tensor(labels, dtype=torch.long), cfg)
+    report = write_report(out, cfg, metrics, history, title, note) if out is not None else None
     return Evaluation(metrics, predictions, cfg, report)
 
 
-@torch.no_grad()
 def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: torch.device,
             progress: bool = False, num_workers: int = 0, tta: str = "none") -> np.ndarray:
     """(num_samples,) predicted class per sample, from the centre crop or, with test-time
     augmentation, from class probabilities averaged over its views (`muldml.inference.classify_views`)."""
+    return predict_and_embed(model, samples, cfg, device, progress, num_workers, tta)[0]
+
+
+@torch.no_grad()
+def predict_and_embed(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: torch.device,
+                      progress: bool = False, num_workers: int = 0,
+                      tta: str = "none") -> tuple[np.ndarray, torch.Tensor]:
+    """`predict`, and the (num_samples, N·d) float32 embedding (before normalisation, on the
+    CPU) of each sample from the same forward pass: with test-time augmentation, the mean over
+    its views."""
     from muldml.inference import TTA_VIEWS, check_tta, classify_views, tta_transform
 
     views = TTA_VIEWS[check_tta(tta)]
@@ -92,9 +99,34 @@ def predict(model: MulDMLNet, samples: Sequence[Sample], cfg: Config, device: to
     loader = torch.utils.data.DataLoader(FaceDataset(samples, tta_transform(cfg.image_size, cfg.crop, tta)),
                                          batch_size=max(1, cfg.batch_size // views), num_workers=num_workers)
     model.eval().to(device)
-    preds = [classify_views(model, images.to(device))[1].cpu()
-             for images, _ in tqdm(loader, disable=not progress, desc="evaluate")]
-    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    preds, embeddings = [], []
+    for images, _ in tqdm(loader, disable=not progress, desc="evaluate"):
+        _, predicted, embedding = classify_views(model, images.to(device))
+        preds.append(predicted.cpu())
+        embeddings.append(embedding.cpu())
+    if not preds:
+        return np.zeros(0, dtype=np.int64), torch.zeros(0, cfg.num_slices * cfg.slice_dim)
+    return torch.cat(preds).numpy(), torch.cat(embeddings)
+
+
+def embedding_metrics(embeddings: torch.Tensor, labels: torch.Tensor, cfg: Config) -> dict[str, Any]:
+    """What the embedding of the evaluated images learnt, for metrics.json's "retrieval" block.
+
+    embeddings: (n, N·d) before normalisation; labels: (n,) class indices. Returns
+    {"num_images", "margins": τ_i per slice ([] for softmax-only presets), "slices",
+    "merged" (Precision@1, MAP@R, NMI in [0, 1], `muldml.retrieval.retrieval_metrics`),
+    "slice_cka": (N, N) linear CKA between the slices (`muldml.diversity`; None for one
+    slice)}, or {"num_images", "skipped": why} when the images cannot measure it.
+    """
+    from muldml.diversity import slice_cka
+    from muldml.retrieval import retrieval_metrics, unusable
+
+    reason = unusable(labels)
+    if reason:
+        return {"num_images": len(labels), "skipped": reason}
+    scores = retrieval_metrics(embeddings, labels, cfg.num_slices)
+    cka = slice_cka(embeddings, cfg.num_slices).tolist() if cfg.num_slices > 1 else None
+    return {"num_images": len(labels), "margins": list(cfg.margins), **scores, "slice_cka": cka}
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> dict:
@@ -165,11 +197,11 @@ def _confusion_csv(metrics: dict) -> str:
 
 
 def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[dict] | None = None,
-                 title: str | None = None, note: str | None = None, slice_similarity=None) -> Path:
+                 title: str | None = None, note: str | None = None) -> Path:
     """Write metrics, confusion matrix, plots and report.md into `out`; returns report.md.
 
-    slice_similarity: (N, N) linear CKA between the slices (muldml.diversity), for the
-    threshold-regime section."""
+    The embedding section (retrieval table, slice_cka.png) shows metrics["retrieval"] when
+    present (see `embedding_metrics`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "metrics.json", metrics)
@@ -196,11 +228,51 @@ def write_report(out: str | Path, cfg: Config, metrics: dict, history: Sequence[
     report.paragraph("Confusion matrix, images (row %):")
     report.table(*confusion_table(metrics))
     report.image("confusion matrix", "confusion.png")
+    if "retrieval" in metrics:
+        _embedding_section(report, metrics["retrieval"], out, metrics.get("tta", "none"))
     if history:
         plot_curves(history, out / "curves.png", cfg.preset)
         report.image("training curves", "curves.png")
-        regime_section(report, history, out, slice_similarity)
+        regime_section(report, history, out)
     return report.settings(cfg.to_dict()).write(out / "report.md")
+
+
+def _embedding_section(report: Report, retrieval: dict, out: Path, tta: str = "none") -> None:
+    """The retrieval table (per slice with its τ_i, and merged) and the slices' CKA heat map."""
+    from muldml.plots import plot_slice_similarity
+
+    report.heading("Embedding retrieval")
+    if "skipped" in retrieval:
+        report.paragraph(f"Not measured: {retrieval['skipped']}.")
+        return
+    report.paragraph(f"Each of the {retrieval['num_images']} evaluated images queries all the others by Euclidean "
+                     "distance between L2-normalised embeddings (pytorch-metric-learning's AccuracyCalculator): "
+                     "Precision@1, MAP@R, and NMI of a k-means clustering (k = classes) against the labels"
+                     + (", of its one embedding." if len(retrieval["slices"]) == 1 else
+                        ". Per slice, and merged (the normalised slices concatenated, each weighing the same).")
+                     + ("" if tta == "none" else f" With test-time augmentation ({tta}), an image's embedding is "
+                        "the mean over its views.")
+                     + ("" if retrieval["margins"] else " This model trains no margin (softmax only)."))
+
+    def row(name, margin, scores):
+        return [name, margin, *(f"{100 * scores[k]:.1f}%" for k in ("precision_at_1", "mean_average_precision_at_r",
+                                                                    "NMI"))]
+
+    margins = [f"{m:g}" for m in retrieval["margins"]] or ["—"] * len(retrieval["slices"])
+    if len(retrieval["slices"]) == 1:  # the merged embedding is the slice
+        rows = [row("embedding (one slice)", margins[0], retrieval["merged"])]
+    else:
+        rows = [row(str(i + 1), m, s) for i, (m, s) in enumerate(zip(margins, retrieval["slices"]))]
+        rows.append(row("merged", "—", retrieval["merged"]))
+    report.table(["slice", "margin τ", "Precision@1", "MAP@R", "NMI"], rows)
+    cka = retrieval.get("slice_cka")
+    if cka:
+        plot_slice_similarity(np.array(cka), out / "slice_cka.png")
+        report.paragraph("Linear CKA between the slices' embeddings of the evaluated images (1: the same representation "
+                         "up to rotation and scale; Mul-DML expects distinct slices, well below 1):")
+        report.table(["slice", *(str(j + 1) for j in range(len(cka)))],
+                     [[str(i + 1), *(f"{v:.2f}" for v in values)] for i, values in enumerate(cka)])
+        report.image("slice similarity (linear CKA)", "slice_cka.png")
 
 
 def evaluate_command(checkpoint: str | Path, data: str | Path, split: str | None, out: str | Path | None,

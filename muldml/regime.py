@@ -70,12 +70,11 @@ def undifferentiated(history: Sequence[dict]) -> bool:
     return saturated > MOST_OF_TRAINING * len(history)
 
 
-def regime_section(report, history: Sequence[dict], out: str | Path, slice_similarity=None) -> None:
+def regime_section(report, history: Sequence[dict], out: str | Path) -> None:
     """Add the run's regime to `report`: the warning when it applies, the last epoch's per-slice
-    active fraction and mean hinge margin, the gradient share of each loss term, the curves
-    (out/regime.png) and, given an (N, N) ``slice_similarity`` (linear CKA between slices),
-    its heat map (out/slice_cka.png)."""
-    from muldml.plots import plot_regime, plot_slice_similarity
+    active fraction and mean hinge margin, the gradient share of each loss term and the curves
+    (out/regime.png). The slices' similarity is in the evaluation's embedding section."""
+    from muldml.plots import plot_regime
 
     out = Path(out)
     actives, margins = slice_columns(history, "active"), slice_columns(history, "margin")
@@ -98,8 +97,3 @@ def regime_section(report, history: Sequence[dict], out: str | Path, slice_simil
                          f"loss's share {100 * last['train_grad_metric_share']:.1f}%.")
     plot_regime(history, out / "regime.png")
     report.image("threshold regime", "regime.png")
-    if slice_similarity is not None and len(slice_similarity) > 1:
-        plot_slice_similarity(slice_similarity, out / "slice_cka.png")
-        report.paragraph("Linear CKA between the slices' embeddings of the evaluated images (1: the same "
-                         "representation up to rotation and scale).")
-        report.image("slice similarity (linear CKA)", "slice_cka.png")

@@ -42,7 +42,9 @@ def add_study_parser(sub) -> argparse.ArgumentParser:
     parser.add_argument("name", choices=NAMES, metavar="NAME", help=", ".join(NAMES))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset folder (<class>/<image> or manifest.csv from `muldml prepare`)")
-    source.add_argument("--demo", action="store_true", help="the built-in generated demo faces (written to OUT/data)")
+    source.add_argument("--demo", action="store_true",
+                        help="the built-in generated demo faces, written to OUT/data and read from there "
+                             "(the study's run and report folders are never read as data)")
     parser.add_argument("--out", required=True, help="study folder: runs/, one folder per study, report.md")
     protocol = parser.add_mutually_exclusive_group()
     protocol.add_argument("--folds", type=int, help="k-fold subject-independent cross-validation "
@@ -105,9 +107,10 @@ def common_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from muldml.config import preset_config, runtime_from_args
+    from muldml.data.files import leaving_out
     from muldml.data.folder import scan_folder
     from muldml.errors import UserError
-    from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study
+    from muldml.studies.runner import StudyContext, check_study_folder, make_protocol, run_study, study_outputs
     from muldml.studies.report import write_index, write_study_report
     from muldml.studies.definitions import studies_for
 
@@ -126,11 +129,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         from muldml.demo import DEMO_FACES
         from muldml.training import check_writable
 
-        check_writable(out)  # the demo faces are written into it first
+        check_writable(out)  # the demo faces are written into it first: the study's input, beside its outputs
         data = write_demo_dataset(out / "data", seed=0, progress=not args.quiet, **(QUICK_DEMO if args.quick else DEMO_FACES))
     else:
         data = Path(args.data)
-    samples, classes = scan_folder(data, None, args.subject_regex)
+    with leaving_out(*study_outputs(out, data)):  # a rerun never reads its own runs and reports as images
+        samples, classes = scan_folder(data, None, args.subject_regex)
     first_seed = preset_config("mul-dml", **base).seed
     # The folds are those of `muldml cv --seed S` and the hold-out of `muldml train --seed S` (one policy,
     # muldml.protocol), drawn with the first seed and kept for every repetition.

@@ -21,7 +21,9 @@ from muldml.studies.runner import StudyContext, resolve_baseline, resolve_tau_st
 
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
-    """Mean and sample std (%) of test and validation accuracy over runs (std 0 for one run)."""
+    """Mean and sample std (%) of test and validation accuracy over runs (std 0 for one run),
+    macro-F1, the majority baseline, and the mean (%) of the merged embedding's Precision@1 and
+    MAP@R on the test images over the runs that measured them (retrieval_runs of them)."""
     def stats(values):
         values = [100 * v for v in values if v is not None]
         if not values:
@@ -36,8 +38,12 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
     per_run = [metrics_from_confusion(r["confusion"], r["classes"]) for r in runs]
     f1_mean, f1_std = stats([m["macro_f1"] for m in per_run])
     majority, _ = stats([m["majority_baseline"] for m in per_run])
+    retrieval = [r["retrieval"] for r in runs if r.get("retrieval")]
+    precision_at_1, _ = stats([r["precision_at_1"] for r in retrieval])
+    map_at_r, _ = stats([r["map_at_r"] for r in retrieval])
     return {"mean": mean, "std": std, "n": len(runs), "val_mean": val_mean, "val_std": val_std,
             "best_val_epochs": best, "macro_f1_mean": f1_mean, "macro_f1_std": f1_std, "majority": majority,
+            "precision_at_1_mean": precision_at_1, "map_at_r_mean": map_at_r, "retrieval_runs": len(retrieval),
             "accuracies": [r["accuracy"] for r in runs], "runs": sorted({r["dir"].rsplit("/", 2)[0] for r in runs})}
 
 
@@ -161,6 +167,7 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
                        "—" if r["majority"] is None else f"{r['majority']:.2f}", _pm(r["val_mean"], r["val_std"]), r["n"],
                        _epochs(r["best_val_epochs"])]
                       for r in rows])
+    _retrieval_section(rows, report)
     _regime_warning(results, report)
     pairs = _pairs_section(study, results, report)
     if pairs:
@@ -204,6 +211,19 @@ def write_study_report(ctx: StudyContext, study: Study, results: dict[str, list[
     report.settings(ctx.base, "Common settings")
     atomic.write_json(folder / "results.json", summary)
     return report.write(folder / "report.md")
+
+
+def _retrieval_section(rows: list[dict], report: Report) -> None:
+    """Per model, the mean over runs of the merged embedding's Precision@1 and MAP@R (test images)."""
+    def pct(value):
+        return "—" if value is None else f"{value:.2f}"
+
+    report.paragraph("Embedding retrieval on the test images (each image queries the others; pytorch-metric-learning): "
+                     "Precision@1 and MAP@R of the merged embedding (every slice normalised, weighing the same), mean "
+                     "over the runs that measured them; each run's report.md has them per slice.")
+    report.table(["model", "Precision@1 (%)", "MAP@R (%)", "runs"],
+                 [[r["label"], pct(r["precision_at_1_mean"]), pct(r["map_at_r_mean"]), f"{r['retrieval_runs']} of {r['n']}"]
+                  for r in rows])
 
 
 def _regime_warning(results: dict[str, list[dict]], report: Report) -> None:

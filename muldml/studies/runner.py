@@ -67,6 +67,18 @@ class StudyContext:
         return cfg
 
 
+def study_outputs(out: Path, data: Path) -> list[Path]:
+    """The folders a study writes, never to be read as its data: `out` itself, or, when the
+    data lies in `out` (--demo's OUT/data, or --data equal to --out), its run folders and
+    one folder per study."""
+    from muldml.studies.definitions import NAMES
+
+    out, data = Path(out).resolve(), Path(data).resolve()
+    if data != out and out not in data.parents:
+        return [out]
+    return [out / "runs", *(out / name for name in NAMES)]
+
+
 def run_id(cfg: Config, base: dict[str, Any]) -> str:
     """Folder name of a run: the preset and every setting that differs from the preset under
     the study's common settings (τ* always, for one-threshold presets)."""
@@ -155,6 +167,7 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
         "val_accuracy": history[-1].get("val_acc") if history else None, "num_val": len(fold.val),
         "num_train": len(fold.train), "epochs": len(history), "best_val_epoch": best_val_epoch(history),
         "undifferentiated": undifferentiated(history),
+        "retrieval": merged_retrieval(tested.metrics),
         "interclass_val": interclass_histograms(val_embeddings, val_labels, cfg.num_slices),
         "incomplete": incomplete or None,
         "config": cfg.to_dict(),
@@ -163,6 +176,15 @@ def train_and_test(ctx: StudyContext, cfg: Config, fold: Fold, seed: int, out: P
     if not (ctx.keep_checkpoints or keep):
         (out / CHECKPOINT).unlink(missing_ok=True)
     return result
+
+
+def merged_retrieval(metrics: dict) -> dict[str, float] | None:
+    """Precision@1 and MAP@R of the merged embedding on the test images, from an evaluation's
+    metrics (None when they could not be measured: see muldml.evaluate.embedding_metrics)."""
+    merged = metrics.get("retrieval", {}).get("merged")
+    if merged is None:
+        return None
+    return {"precision_at_1": merged["precision_at_1"], "map_at_r": merged["mean_average_precision_at_r"]}
 
 
 def best_val_epoch(history: list[dict]) -> int | None:

@@ -109,3 +109,37 @@ def test_a_cell_trained_with_other_runtime_options_is_not_reused(tmp_path, capsy
     assert main([*args, "--grad-cache", "4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "grad_cache None → 4" in err[0] and "--overwrite" in err[0]
+
+
+def test_study_report_gives_each_model_the_mean_merged_retrieval_of_its_runs(tmp_path):
+    out = tmp_path / "studies"
+    assert main(["study", "fig9", "--demo", "--quick", "--quiet", "--out", str(out)]) == 0
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/seed-0/fold-0*/result.json"))]
+    assert len(runs) == 2 and all(0 <= r["retrieval"]["precision_at_1"] <= 1 for r in runs)
+    (row,) = json.loads((out / "fig9" / "results.json").read_text())["rows"]
+    assert row["precision_at_1_mean"] == pytest.approx(100 * sum(r["retrieval"]["precision_at_1"] for r in runs) / 2)
+    assert row["map_at_r_mean"] == pytest.approx(100 * sum(r["retrieval"]["map_at_r"] for r in runs) / 2)
+    report = (out / "fig9" / "report.md").read_text()
+    assert "| model | Precision@1 (%) | MAP@R (%) | runs |" in report
+    assert f"| Mul-DML | {row['precision_at_1_mean']:.2f} | {row['map_at_r_mean']:.2f} | 2 of 2 |" in report
+
+
+@pytest.mark.parametrize("where", ["data is out", "demo"])
+def test_a_rerun_never_reads_the_study_folder_as_data(tmp_path, capsys, where):
+    """The second run scans the same images as the first, though the first wrote run folders,
+    plots and reports where the data is read from."""
+    from muldml.data.synthetic import write_demo_dataset
+
+    faces = tmp_path / "faces"
+    if where == "demo":
+        args = ["--demo", "--out", str(faces)]
+    else:
+        write_demo_dataset(faces, num_subjects=8, images_per_expression=1, size=24, seed=0, progress=False)
+        for listing in ("manifest.csv", "demo.json"):  # a plain <class>/<image> folder: every image found is read
+            (faces / listing).unlink()
+        args = ["--data", str(faces), "--out", str(faces), "--subject-regex", r"^(S\d+)_"]
+    counts = []
+    for _ in range(2):
+        assert main(["study", "fig9", "--quick", "--quiet", *args]) == 0
+        counts.append(next(line for line in capsys.readouterr().out.splitlines() if " classes;" in line))
+    assert counts[0].startswith("56 images, 7 classes;") and counts[1] == counts[0]

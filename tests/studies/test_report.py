@@ -63,3 +63,19 @@ def test_study_report_names_the_runs_whose_thresholds_did_not_differentiate_the_
 
 def test_best_epoch_column():
     assert _epochs([]) == "—" and _epochs([4]) == "4" and _epochs([3, 9, 5]) == "5 (3–9)"
+
+
+def test_summary_averages_the_merged_retrieval_over_the_runs_that_measured_it():
+    from muldml.studies.report import summarize
+
+    def run(fold, retrieval):
+        return {"accuracy": 0.5, "confusion": [[1, 1], [0, 2]], "classes": ["a", "b"], "dir": f"runs/x/seed-0/{fold}",
+                "retrieval": retrieval}
+
+    summary = summarize([run("fold-01", {"precision_at_1": 0.5, "map_at_r": 0.25}),
+                         run("fold-02", {"precision_at_1": 1.0, "map_at_r": 0.75}),
+                         run("fold-03", None)])  # too few images to measure
+    assert summary["precision_at_1_mean"] == pytest.approx(75.0) and summary["map_at_r_mean"] == pytest.approx(50.0)
+    assert summary["retrieval_runs"] == 2 and summary["n"] == 3
+    none = summarize([run("fold-01", None)])
+    assert none["precision_at_1_mean"] is None and none["retrieval_runs"] == 0
