@@ -1,9 +1,11 @@
 """Multi-threshold triplet loss: the public API, input checks and backend dispatch.
 
+The op itself (reference, backends, output type) is the folder kernels/triplet/.
+
 Backends compute the same thing (definitions in the README) and return a TripletLossOutput:
 - "reference": the naive per-slice loop (muldml.kernels.triplet.naive), the oracle;
 - "torch": vectorised and memory-lean (muldml.kernels.triplet.chunked), for CPUs and as GPU fallback;
-- "triton": fused Triton kernels (muldml.kernels.triplet, the repository's kernels/ folder);
+- "triton": fused Triton kernels (muldml.kernels.triplet.fused: kernels/triplet/ in the repository);
 - "auto": triton for CUDA tensors, torch otherwise.
 """
 from __future__ import annotations
@@ -152,7 +154,7 @@ def multi_threshold_triplet_loss(
     (``weights`` overrides), plus diagnostics (see TripletLossOutput).
     ``precision`` is the Triton backend's mining precision: "tf32" (tensor cores, the
     default), "tf32x3" (about fp32 accuracy on tensor cores) or "bf16"; it decides only
-    near-ties between candidates (muldml.kernels.triplet says how near); the hinge always
+    near-ties between candidates (muldml.kernels.triplet.fused says how near); the hinge always
     uses exact fp32 distances. The torch backend mines in fp32 (fp64 input: fp64) whatever
     ``precision`` says. Every backend is autocast-safe: under torch.autocast it computes as
     without it. ``check_finite``: raise ValueError on NaN/Inf embeddings;

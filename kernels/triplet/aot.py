@@ -268,7 +268,8 @@ def build_all(launches: list[dict]) -> list[Build]:
 def recorded_launches() -> list[dict]:
     """Record in a child process under the interpreter (it must be set before import)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    code = "import json, sys; from muldml.kernels.triplet.aot import record_launches; json.dump(record_launches(), sys.stdout)"
+    code = ("import json, sys; from muldml.kernels.triplet.aot import record_launches; "
+            "json.dump(record_launches(), sys.stdout)")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"recording the launches failed:\n{result.stderr[-3000:]}")
