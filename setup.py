@@ -15,9 +15,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # The repository's top-level kernels/ folder installs as muldml.kernels: a top-level
-    # `kernels` would collide with another package of that name.
-    packages=find_packages(include=["muldml", "muldml.*"]) + ["muldml.kernels"],
+    # The repository's top-level kernels/ folder (with its subpackages, one per op) installs as
+    # muldml.kernels: a top-level `kernels` would collide with another package of that name.
+    packages=find_packages(include=["muldml", "muldml.*"])
+    + ["muldml.kernels", *(f"muldml.kernels.{name}" for name in find_packages("kernels"))],
     package_dir={"muldml.kernels": "kernels"},
     install_requires=[
         "numpy>=1.24",

@@ -50,10 +50,25 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
+
+def import_kernels() -> None:
+    """Map muldml.kernels to the checkout's kernels/, as setup.py does, so that an uninstalled
+    checkout runs too. muldml itself is imported from the checkout (REPO is first on sys.path),
+    so its kernels are the checkout's; this runs before muldml is first imported."""
+    if "muldml.kernels" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "muldml.kernels", REPO / "kernels" / "__init__.py", submodule_search_locations=[str(REPO / "kernels")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["muldml.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+import_kernels()
 import peers  # noqa: E402
 from muldml import io as atomic  # noqa: E402
+from muldml.kernels.triplet.naive import reference_triplet_loss  # noqa: E402
 from muldml.losses import MultiThresholdTripletLoss, multi_threshold_triplet_loss, threshold_range  # noqa: E402
-from muldml.reference import reference_triplet_loss  # noqa: E402
 
 PRECISIONS = ("tf32", "tf32x3", "bf16")
 FULL_BATCHES = [96, 512, 2048, 8192, 32768, 65536]
@@ -69,17 +84,6 @@ METHOD_PRECISION = {
 }
 FLOORS = ("gram-tf32", "gram-bf16")
 UNIT_ROUNDOFF = {"tf32": 2.0**-11, "tf32x3": 2.0**-21, "bf16": 2.0**-8}
-
-
-def import_kernels() -> None:
-    """Make muldml.kernels importable from an uninstalled checkout, as setup.py maps it."""
-    if importlib.util.find_spec("muldml.kernels") is not None:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "muldml.kernels", REPO / "kernels" / "__init__.py", submodule_search_locations=[str(REPO / "kernels")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["muldml.kernels"] = module
-    spec.loader.exec_module(module)
 
 
 def methods(margins: list[float], slice_dim: int) -> dict:
@@ -418,7 +422,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="cross-batch memory sizes Q at B = 96 after the sweep ('' skips)")
     parser.add_argument("--xbm-budget-s", type=float, default=120.0, help="time budget of the memory rows")
     args = parser.parse_args(argv)
-    import_kernels()
 
     margins = threshold_range()
     table = methods(margins, args.slice_dim)

@@ -4,7 +4,7 @@
 ``muldml.load_model`` imports the inference stack when first used.
 """
 from muldml.losses import MultiThresholdTripletLoss, multi_threshold_triplet_loss, threshold_range
-from muldml.outputs import TripletLossOutput
+from muldml.kernels.triplet.outputs import TripletLossOutput
 
 __all__ = ["MultiThresholdTripletLoss", "TripletLossOutput", "load_model", "multi_threshold_triplet_loss",
            "threshold_range"]

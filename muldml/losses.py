@@ -1,9 +1,11 @@
 """Multi-threshold triplet loss: the public API, input checks and backend dispatch.
 
+The op itself (reference, backends, output type) is the folder kernels/triplet/.
+
 Backends compute the same thing (definitions in the README) and return a TripletLossOutput:
-- "reference": the naive per-slice loop (muldml.reference), the oracle;
-- "torch": vectorised and memory-lean (muldml.backend_torch), for CPUs and as GPU fallback;
-- "triton": fused Triton kernels (muldml.kernels.triplet, the repository's kernels/ folder);
+- "reference": the naive per-slice loop (muldml.kernels.triplet.naive), the oracle;
+- "torch": vectorised and memory-lean (muldml.kernels.triplet.chunked), for CPUs and as GPU fallback;
+- "triton": fused Triton kernels (muldml.kernels.triplet.fused: kernels/triplet/ in the repository);
 - "auto": triton for CUDA tensors, torch otherwise.
 """
 from __future__ import annotations
@@ -16,10 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from muldml.backend_torch import torch_triplet_loss
-from muldml.distributed import distributed_world, gather_rows
-from muldml.outputs import TripletLossOutput
-from muldml.reference import NORMALIZE_EPS, reference_triplet_loss
+from muldml.kernels.triplet.chunked import torch_triplet_loss
+from muldml.kernels.triplet.gather import distributed_world, gather_rows
+from muldml.kernels.triplet.naive import NORMALIZE_EPS, reference_triplet_loss
+from muldml.kernels.triplet.outputs import TripletLossOutput
 
 BACKENDS = ("auto", "torch", "triton", "reference")
 PRECISIONS = ("tf32", "tf32x3", "bf16")  # the Triton backend's mining precision
@@ -152,7 +154,7 @@ def multi_threshold_triplet_loss(
     (``weights`` overrides), plus diagnostics (see TripletLossOutput).
     ``precision`` is the Triton backend's mining precision: "tf32" (tensor cores, the
     default), "tf32x3" (about fp32 accuracy on tensor cores) or "bf16"; it decides only
-    near-ties between candidates (muldml.kernels.triplet says how near); the hinge always
+    near-ties between candidates (muldml.kernels.triplet.fused says how near); the hinge always
     uses exact fp32 distances. The torch backend mines in fp32 (fp64 input: fp64) whatever
     ``precision`` says. Every backend is autocast-safe: under torch.autocast it computes as
     without it. ``check_finite``: raise ValueError on NaN/Inf embeddings;
@@ -214,7 +216,7 @@ def _dispatch(embeddings, labels, margin_vec, weight_vec, slice_dim, dual, norma
             "the triton backend needs CUDA tensors (or TRITON_INTERPRET=1 set before import "
             "for Triton's CPU interpreter); use backend='torch' on CPU"
         )
-    from muldml.kernels.triplet import triton_triplet_loss  # imported lazily: it needs triton
+    from muldml.kernels.triplet.fused import triton_triplet_loss  # imported lazily: it needs triton
 
     return triton_triplet_loss(
         embeddings, labels, margin_vec, weight_vec, lam, slice_dim,
@@ -281,7 +283,7 @@ class MultiThresholdTripletLoss(nn.Module):
         self.slice_dim, self.dual, self.normalize = slice_dim, dual, normalize
         self.lam = 0.5 / self.num_slices if lam is None else float(lam)
         self.backend, self.precision, self.check_finite = backend, precision, check_finite
-        # Mine over the global batch of all processes (muldml.distributed); None: when distributed.
+        # Mine over the global batch of all processes (muldml.kernels.triplet.gather); None: when distributed.
         self.all_gather = all_gather
         self.last_output: TripletLossOutput | None = None
         if isinstance(memory_size, bool) or not isinstance(memory_size, int) or memory_size < 0:

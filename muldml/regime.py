@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from muldml.outputs import TripletLossOutput
+from muldml.kernels.triplet.outputs import TripletLossOutput
 
 UNDIFFERENTIATED = "thresholds do not differentiate the slices in this run"
 ALL_ACTIVE = 0.99  # a slice whose active fraction is at least this is "all active"

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import strategies as st
 
 from muldml.losses import multi_threshold_triplet_loss
-from muldml.reference import NORMALIZE_EPS, reference_triplet_loss
+from muldml.kernels.triplet.naive import NORMALIZE_EPS, reference_triplet_loss
 
 
 def random_case(
@@ -188,3 +189,54 @@ def check_against_reference(
     err = (grad.double() - ref_grad).norm()
     assert err <= grad_rtol * ref_grad.norm() + floor, f"gradient error {float(err):.3g} vs |g_ref| {float(ref_grad.norm()):.3g}"
     return out
+
+
+MARGIN_GRID = [round(0.05 * k, 2) for k in range(1, 21)]
+
+
+@st.composite
+def loss_cases(draw, max_batch=160, max_slices=13, max_dim=300):
+    """Random loss inputs that always hold a valid triplet (random_case(with_triplet=True));
+    batches without one have their own tests (test_losses.py::test_no_triplets_…)."""
+    num_slices = draw(st.integers(1, max_slices))
+    singletons = draw(st.integers(0, 3))
+    return dict(
+        seed=draw(st.integers(0, 2**31 - 1)),
+        batch=draw(st.integers(singletons + 3, max_batch)),
+        num_slices=num_slices,
+        slice_dim=draw(st.integers(1, max_dim)),
+        num_classes=draw(st.integers(1, 12)),
+        singletons=singletons,
+        margins=draw(st.lists(st.sampled_from(MARGIN_GRID), min_size=num_slices, max_size=num_slices)),
+        dual=draw(st.booleans()),
+        normalize=draw(st.booleans()),
+        grad_scale=draw(st.sampled_from([1.0, 0.37, -2.5])),
+    )
+
+
+@st.composite
+def memory_cases(draw, max_batch=40, max_memory=120, max_slices=5, max_dim=40):
+    """A batch (possibly without any triplet of its own) and a memory of up to max_memory rows
+    whose classes overlap the batch's, plus classes present only in memory."""
+    num_slices = draw(st.integers(1, max_slices))
+    return dict(
+        seed=draw(st.integers(0, 2**31 - 1)),
+        batch=draw(st.integers(1, max_batch)),
+        memory=draw(st.integers(0, max_memory)),
+        num_slices=num_slices,
+        slice_dim=draw(st.integers(1, max_dim)),
+        num_classes=draw(st.integers(1, 6)),
+        memory_classes=draw(st.integers(1, 9)),
+        margins=draw(st.lists(st.sampled_from(MARGIN_GRID), min_size=num_slices, max_size=num_slices)),
+        dual=draw(st.booleans()),
+        normalize=draw(st.booleans()),
+        grad_scale=draw(st.sampled_from([1.0, 0.37, -2.5])),
+    )
+
+
+def case_tensors(case, dtype=torch.float32):
+    x, labels = random_case(case["seed"], case["batch"], case["num_slices"], case["slice_dim"], case["num_classes"],
+                            dtype=dtype)
+    memory = memory_case(case["seed"], case["memory"], case["num_slices"], case["slice_dim"], case["memory_classes"],
+                         case["normalize"], dtype=dtype)
+    return x, labels, memory

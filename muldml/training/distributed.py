@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from muldml.distributed import distributed_world
+from muldml.kernels.triplet.gather import distributed_world
 from muldml.errors import UserError
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from muldml.losses import MultiThresholdTripletLoss
 from muldml.model import vote
-from muldml.outputs import TripletLossOutput
+from muldml.kernels.triplet.outputs import TripletLossOutput
 from muldml.regime import hinge_margins
 
 

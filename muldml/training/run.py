@@ -15,7 +15,7 @@ workers nor the point of interruption change what is drawn.
 
 Under torchrun (K processes) the global batch is ``batch_size``: each process takes
 batch_size / K images of every global batch, the triplet loss mines over the all-gathered
-global batch (muldml.distributed), and DDP averages gradients. With ``Runtime.sync_bn``
+global batch (muldml.kernels.triplet.gather), and DDP averages gradients. With ``Runtime.sync_bn``
 BatchNorm uses the global batch's statistics too, and one step equals one process on the
 whole batch; without it each process normalises its own share (as usual with DDP), and the
 run's settings record the number of processes. Batches come from one generator seeded alike

@@ -4,42 +4,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triplet_checks import check_against_reference, memory_case, random_case
+from triplet_checks import case_tensors, check_against_reference, memory_case, memory_cases, random_case
 
-from muldml.backend_torch import mine_batch_hard
+from muldml.kernels.triplet.chunked import mine_batch_hard
 from muldml.losses import MultiThresholdTripletLoss, multi_threshold_triplet_loss
-from muldml.reference import reference_triplet_loss
-
-MARGIN_GRID = [round(0.05 * k, 2) for k in range(1, 21)]
-
-
-@st.composite
-def memory_cases(draw, max_batch=40, max_memory=120, max_slices=5, max_dim=40):
-    """A batch (possibly without any triplet of its own) and a memory of up to max_memory rows
-    whose classes overlap the batch's, plus classes present only in memory."""
-    num_slices = draw(st.integers(1, max_slices))
-    return dict(
-        seed=draw(st.integers(0, 2**31 - 1)),
-        batch=draw(st.integers(1, max_batch)),
-        memory=draw(st.integers(0, max_memory)),
-        num_slices=num_slices,
-        slice_dim=draw(st.integers(1, max_dim)),
-        num_classes=draw(st.integers(1, 6)),
-        memory_classes=draw(st.integers(1, 9)),
-        margins=draw(st.lists(st.sampled_from(MARGIN_GRID), min_size=num_slices, max_size=num_slices)),
-        dual=draw(st.booleans()),
-        normalize=draw(st.booleans()),
-        grad_scale=draw(st.sampled_from([1.0, 0.37, -2.5])),
-    )
-
-
-def case_tensors(case, dtype=torch.float32):
-    x, labels = random_case(case["seed"], case["batch"], case["num_slices"], case["slice_dim"], case["num_classes"],
-                            dtype=dtype)
-    memory = memory_case(case["seed"], case["memory"], case["num_slices"], case["slice_dim"], case["memory_classes"],
-                         case["normalize"], dtype=dtype)
-    return x, labels, memory
-
+from muldml.kernels.triplet.naive import reference_triplet_loss
 
 @settings(max_examples=150, deadline=None)
 @given(case=memory_cases())

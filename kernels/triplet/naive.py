@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from muldml.outputs import TripletLossOutput
+from muldml.kernels.triplet.outputs import TripletLossOutput
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize: x / max(‖x‖, eps)
 

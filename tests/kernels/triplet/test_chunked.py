@@ -1,34 +1,11 @@
-"""The vectorised PyTorch backend against the float64 reference."""
+"""The chunked PyTorch backend (kernels/triplet/chunked.py) against the float64 reference."""
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triplet_checks import check_against_reference, random_case
+from triplet_checks import check_against_reference, loss_cases, random_case
 
-from muldml.backend_torch import mine_batch_hard
+from muldml.kernels.triplet.chunked import mine_batch_hard
 from muldml.losses import multi_threshold_triplet_loss
-
-MARGIN_GRID = [round(0.05 * k, 2) for k in range(1, 21)]
-
-
-@st.composite
-def loss_cases(draw, max_batch=160, max_slices=13, max_dim=300):
-    """Random loss inputs that always hold a valid triplet (random_case(with_triplet=True));
-    batches without one have their own tests (test_losses.py::test_no_triplets_…)."""
-    num_slices = draw(st.integers(1, max_slices))
-    singletons = draw(st.integers(0, 3))
-    return dict(
-        seed=draw(st.integers(0, 2**31 - 1)),
-        batch=draw(st.integers(singletons + 3, max_batch)),
-        num_slices=num_slices,
-        slice_dim=draw(st.integers(1, max_dim)),
-        num_classes=draw(st.integers(1, 12)),
-        singletons=singletons,
-        margins=draw(st.lists(st.sampled_from(MARGIN_GRID), min_size=num_slices, max_size=num_slices)),
-        dual=draw(st.booleans()),
-        normalize=draw(st.booleans()),
-        grad_scale=draw(st.sampled_from([1.0, 0.37, -2.5])),
-    )
-
 
 @settings(max_examples=200)
 @given(case=loss_cases())

@@ -83,8 +83,8 @@ import torch
 import triton
 import triton.language as tl
 
-from muldml.outputs import TripletLossOutput
-from muldml.reference import NORMALIZE_EPS
+from muldml.kernels.triplet.outputs import TripletLossOutput
+from muldml.kernels.triplet.naive import NORMALIZE_EPS
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Mining precision → (mining copy dtype, tl.dot input_precision for fp32 operands).
@@ -624,7 +624,7 @@ def mining_configs(precision: str) -> list[LaunchConfig]:
     symmetric (tiles i ≤ j, served by rows and columns) or not, K in 32-wide (tf32) or
     64-wide (bf16) steps, pipelined over num_stages ≥ 2.
 
-    Each of them compiles without spills for sm_80 and sm_90a (tests/test_gpu_compile.py).
+    Each of them compiles without spills for sm_80 and sm_90a (tests/kernels/triplet/test_aot.py).
     On a GPU the launcher autotunes among them per batch size (re-running the mining is
     harmless: its atomic max/min merge is idempotent); under the interpreter it takes the
     first, the symmetric one (tf32x3: full tiles only), so that the CPU tests cover its
@@ -840,7 +840,7 @@ def triton_triplet_loss(
     precision: str = "tf32",
     memory: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TripletLossOutput:
-    """Fused multi-threshold triplet loss. Same contract as muldml.backend_torch.torch_triplet_loss.
+    """Fused multi-threshold triplet loss. Same contract as muldml.kernels.triplet.chunked.torch_triplet_loss.
 
     embeddings: (B, N·d) fp32/fp16/bf16 (fp64 is computed in fp32); labels: (B,) int of
     any stride; margins, weights: (N,) fp32 or fp64 on the embeddings' device. precision:

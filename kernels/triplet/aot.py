@@ -15,10 +15,10 @@ and the autotuner adds its configurations. So this module
    inside Triton): HGMMA (wgmma, Hopper tensor cores), HMMA (mma.sync tensor cores),
    FFMA (CUDA-core fma), and the deepest `wgmma.wait_group N` (0: no MMA overlaps the next).
 
-    python -m kernels.aot            # table, from the repository root
-    python -m kernels.aot --json     # the same as JSON (tests/test_gpu_compile.py)
-    python -m kernels.aot --save-launches L.json   # record only (e.g. with one Triton) …
-    python -m kernels.aot --launches L.json        # … and build them (e.g. with another)
+    python -m kernels.triplet.aot            # table, from the repository root
+    python -m kernels.triplet.aot --json     # the same as JSON (tests/kernels/triplet/test_aot.py)
+    python -m kernels.triplet.aot --save-launches L.json   # record only (e.g. with one Triton) …
+    python -m kernels.triplet.aot --launches L.json        # … and build them (e.g. with another)
 
 Run it where TRITON_INTERPRET is unset.
 """
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 ARCHS = (80, 90)
 KERNEL_NAMES = ("stats", "prepare", "mine", "prepare_memory", "mine_memory", "hinge", "finish", "backward")
 MEMORY_KERNELS = ("prepare_memory", "mine_memory")  # launched only with a cross-batch memory
-TUNED = {"mine": "MINE", "mine_memory": "MINE_MEMORY"}  # autotuned kernels: their table in triplet
+TUNED = {"mine": "MINE", "mine_memory": "MINE_MEMORY"}  # autotuned kernels: their table in fused.py
 
 
 @dataclass(frozen=True)
@@ -111,19 +111,19 @@ def record_launches(cases: list[Case] = CASES) -> list[dict]:
     """Run each case's forward and backward under the interpreter; return its launches."""
     import torch
 
-    from muldml.kernels import triplet
+    from muldml.kernels.triplet import fused
     from muldml.losses import multi_threshold_triplet_loss
 
-    assert triplet.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
+    assert fused.INTERPRET, "recording needs TRITON_INTERPRET=1 before the kernels are imported"
     log, current = [], [""]
     for name in KERNEL_NAMES:
         if name in TUNED:
-            table = getattr(triplet, TUNED[name])
+            table = getattr(fused, TUNED[name])
             for precision, kernel in list(table.items()):
                 table[precision] = _Recorder(name, kernel, log, current, precision)
             continue
         attr = f"_{name}_kernel"
-        setattr(triplet, attr, _Recorder(name, getattr(triplet, attr), log, current))
+        setattr(fused, attr, _Recorder(name, getattr(fused, attr), log, current))
     for case in cases:
         current[0] = case.name
         gen = torch.Generator().manual_seed(0)
@@ -192,17 +192,17 @@ def _specialise(launch: dict, target):
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
 
-    from muldml.kernels import triplet
+    from muldml.kernels.triplet import fused
 
     args = [_ArgStandIn(a["tensor"], a["aligned"]) if isinstance(a, dict) else a for a in launch["args"]]
     kwargs = dict(launch["kwargs"])
     if "INTERPRETED" in kwargs:  # the one argument set for the interpreter only
         kwargs["INTERPRETED"] = False
     if launch["kernel"] in TUNED:
-        tuner = getattr(triplet, TUNED[launch["kernel"]])[launch["precision"]]
+        tuner = getattr(fused, TUNED[launch["kernel"]])[launch["precision"]]
         fn, variants = tuner.fn, [c.all_kwargs() for c in tuner.configs]
     else:
-        fn, variants = getattr(triplet, f"_{launch['kernel']}_kernel"), [{}]
+        fn, variants = getattr(fused, f"_{launch['kernel']}_kernel"), [{}]
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     for extra in variants:
@@ -268,7 +268,8 @@ def build_all(launches: list[dict]) -> list[Build]:
 def recorded_launches() -> list[dict]:
     """Record in a child process under the interpreter (it must be set before import)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    code = "import json, sys; from muldml.kernels.aot import record_launches; json.dump(record_launches(), sys.stdout)"
+    code = ("import json, sys; from muldml.kernels.triplet.aot import record_launches; "
+            "json.dump(record_launches(), sys.stdout)")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"recording the launches failed:\n{result.stderr[-3000:]}")

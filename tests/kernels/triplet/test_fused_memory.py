@@ -7,8 +7,7 @@ memory rows per mining tile, 32 rows per pre-pass step.
 import pytest
 import torch
 from hypothesis import given, settings
-from test_cross_batch_memory import case_tensors, memory_cases
-from triplet_checks import check_against_reference, memory_case, random_case
+from triplet_checks import case_tensors, check_against_reference, memory_case, memory_cases, random_case
 
 from muldml.losses import MultiThresholdTripletLoss
 

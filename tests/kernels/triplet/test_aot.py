@@ -1,6 +1,6 @@
 """GPU readiness without a GPU: what the launcher launches builds for sm_80 and sm_90a.
 
-kernels/aot.py records the launches of real calls (every precision, input dtype and
+kernels/triplet/aot.py records the launches of real calls (every precision, input dtype and
 switch) under the interpreter, binds them with the JIT's own specialisation for a CUDA
 target over every autotuner configuration (symmetric mining tiles and full ones), and
 compiles them. Here: no build spills, shared memory fits the card, and the mining runs on
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,15 +25,15 @@ SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90a": 227 * 1024}
 @pytest.fixture(scope="module")
 def builds():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-m", "kernels.aot", "--json"], env=env, cwd=repo,
+    repo = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-m", "kernels.triplet.aot", "--json"], env=env, cwd=repo,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)["builds"]
 
 
 def test_every_recorded_launch_built_for_both_archs(builds):
-    from kernels.aot import CASES, KERNEL_NAMES, MEMORY_KERNELS
+    from muldml.kernels.triplet.aot import CASES, KERNEL_NAMES, MEMORY_KERNELS
 
     for arch in SHARED_LIMIT:
         for kernel in KERNEL_NAMES:

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from test_backend_torch import loss_cases
 from torch.utils._python_dispatch import TorchDispatchMode
-from triplet_checks import check_against_reference, random_case
+from triplet_checks import check_against_reference, loss_cases, random_case
 
-from muldml.kernels import triplet
+from muldml.kernels.triplet import fused
+from muldml.kernels.triplet.naive import reference_triplet_loss
 from muldml.losses import MultiThresholdTripletLoss, multi_threshold_triplet_loss
-from muldml.reference import reference_triplet_loss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -86,8 +85,8 @@ def test_mining_tiles_merge_to_the_same_triplets(block, symmetric, monkeypatch):
     symmetric tiles (i, j), i ≤ j, serve block i's anchors by rows and block j's by
     columns), and ties between coincident points in different tiles go to the lowest index
     (400 rows: 4 or 7 blocks, ragged last block)."""
-    config = triplet.LaunchConfig(block, 0, 4, 2, block_n=block, block_k=32, symmetric=symmetric)
-    monkeypatch.setitem(triplet.MINE, "tf32x3", triplet.autotuned_mining([config]))
+    config = fused.LaunchConfig(block, 0, 4, 2, block_n=block, block_k=32, symmetric=symmetric)
+    monkeypatch.setitem(fused.MINE, "tf32x3", fused.autotuned_mining([config]))
     x, labels = random_case(16, 400, 1, 16, 4)
     x[[10, 200, 390]] = x[5].clone()  # anchor 5's coincident positives and negatives, across tiles
     labels[[10, 390]] = int(labels[5])
@@ -221,9 +220,9 @@ class CountedKernel:
 
 def wrap_kernels(monkeypatch, on_launch):
     for name in ("stats", "prepare", "hinge", "finish", "backward"):
-        monkeypatch.setattr(triplet, f"_{name}_kernel", CountedKernel(name, getattr(triplet, f"_{name}_kernel"), on_launch))
-    for precision, kernel in list(triplet.MINE.items()):
-        monkeypatch.setitem(triplet.MINE, precision, CountedKernel("mine", kernel, on_launch))
+        monkeypatch.setattr(fused, f"_{name}_kernel", CountedKernel(name, getattr(fused, f"_{name}_kernel"), on_launch))
+    for precision, kernel in list(fused.MINE.items()):
+        monkeypatch.setitem(fused.MINE, precision, CountedKernel("mine", kernel, on_launch))
 
 
 @pytest.mark.parametrize("api", ["functional", "module"])
@@ -282,7 +281,7 @@ def test_every_launch_runs_under_the_input_device(monkeypatch):
         launches.append((name, list(guarded)))
         return run()
 
-    monkeypatch.setattr(triplet, "_device_guard", fake_guard)
+    monkeypatch.setattr(fused, "_device_guard", fake_guard)
     wrap_kernels(monkeypatch, on_launch)
     x, labels = on_device(*random_case(20, 40, 2, 16, 3))
     x.requires_grad_(True)
@@ -295,9 +294,9 @@ def test_every_launch_runs_under_the_input_device(monkeypatch):
 def test_device_guard_selects_the_input_cuda_device(monkeypatch):
     selected = []
     monkeypatch.setattr(torch.cuda, "device", lambda device: selected.append(device) or contextlib.nullcontext())
-    with triplet._device_guard(torch.device("cuda", 1)):
+    with fused._device_guard(torch.device("cuda", 1)):
         pass
-    with triplet._device_guard(torch.device("cpu")):
+    with fused._device_guard(torch.device("cpu")):
         pass
     assert selected == [torch.device("cuda", 1)]
 
@@ -420,10 +419,10 @@ def test_memory_launches_and_no_host_copy(monkeypatch):
             counter.in_kernel = False
 
     wrap_kernels(monkeypatch, on_launch)
-    monkeypatch.setattr(triplet, "_prepare_memory_kernel",
-                        CountedKernel("prepare_memory", triplet._prepare_memory_kernel, on_launch))
-    for precision, kernel in list(triplet.MINE_MEMORY.items()):
-        monkeypatch.setitem(triplet.MINE_MEMORY, precision, CountedKernel("mine_memory", kernel, on_launch))
+    monkeypatch.setattr(fused, "_prepare_memory_kernel",
+                        CountedKernel("prepare_memory", fused._prepare_memory_kernel, on_launch))
+    for precision, kernel in list(fused.MINE_MEMORY.items()):
+        monkeypatch.setitem(fused.MINE_MEMORY, precision, CountedKernel("mine_memory", kernel, on_launch))
     margins = [0.15 + 0.1 * i for i in range(7)]
     module = MultiThresholdTripletLoss(margins, slice_dim=32, backend="triton", check_finite=False,
                                        memory_size=256).to(DEVICE)

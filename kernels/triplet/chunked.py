@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from muldml.outputs import TripletLossOutput
-from muldml.reference import NORMALIZE_EPS, safe_norm
+from muldml.kernels.triplet.outputs import TripletLossOutput
+from muldml.kernels.triplet.naive import NORMALIZE_EPS, safe_norm
 
 # Elements of one (N, r, c) block of squared distances during mining: 2^21 floats = 8 MiB
 # in fp32. Row chunks of this size measured on 2 CPU cores (N = 7, B = 2048): 180 ms per
@@ -140,7 +140,7 @@ def torch_triplet_loss(
     Half-precision input is computed in float32, and autocast is off inside: under
     torch.autocast the loss and its mining still run in float32 (fp64 input in fp64).
     memory: cross-batch memory (rows (M, N·d), labels (M,)) as in
-    muldml.reference.reference_triplet_loss; mined in chunks (no (B, M) matrix), so the
+    muldml.kernels.triplet.naive.reference_triplet_loss; mined in chunks (no (B, M) matrix), so the
     extra memory is O(B + chunk), beyond the memory itself.
     """
     with torch.autocast(embeddings.device.type, enabled=False):

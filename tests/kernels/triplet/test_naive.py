@@ -5,7 +5,7 @@ import pytest
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
 
-from muldml.reference import reference_triplet_loss
+from muldml.kernels.triplet.naive import reference_triplet_loss
 
 # Four points in the plane, classes {0, 1} and {2, 3}, margin 0.5, no normalisation.
 POINTS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]], dtype=torch.float64)
