@@ -218,10 +218,12 @@ def predict_files(model: FERModel, files: Sequence[Path], detect: bool = True, e
     return [record for path in files for record in done.get(str(path)) or fresh[str(path)]]
 
 
-def read_partial(path: Path, settings: dict) -> dict[str, list[FaceRecord]]:
-    """Records per source from an interrupted run's log (a torn last line is ignored).
-    Raises UserError when the log was written with other settings."""
-    done: dict[str, list[FaceRecord]] = {}
+def read_partial(path: Path, settings: dict, key: str = "source", field: str = "records") -> dict:
+    """Records per item from an interrupted run's log, one JSON line per item holding its
+    ``key`` and a list of FaceRecords under ``field`` (photos: per source; videos: per
+    frame); a torn last line is ignored. Raises UserError when the log was written with
+    other settings."""
+    done: dict = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
@@ -231,10 +233,10 @@ def read_partial(path: Path, settings: dict) -> dict[str, list[FaceRecord]]:
             if "settings" in entry:
                 changed = sorted(k for k in settings if entry["settings"].get(k) != settings[k])
                 if changed:
-                    raise UserError(f"cannot resume {path.parent}: settings differ from the interrupted run's "
+                    raise UserError(f"cannot resume {path}: settings differ from the interrupted run's "
                                     f"({', '.join(changed)}); pass --overwrite to start again")
             else:
-                done[entry["source"]] = [FaceRecord(**r) for r in entry["records"]]
+                done[entry[key]] = [FaceRecord(**r) for r in entry[field]]
     return done
 
 

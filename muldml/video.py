@@ -380,23 +380,10 @@ def plot_timeline(records: Sequence[dict], classes: Sequence[str], path: Path, t
 
 
 def read_log(path: Path, settings: dict) -> dict[int, list[FaceRecord]]:
-    """Detections per frame index from an interrupted run's log (a torn last line is
-    ignored). Raises UserError when it was written with other settings."""
-    done: dict[int, list[FaceRecord]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # the line being written when the run stopped
-                continue
-            if "settings" in entry:
-                changed = sorted(k for k in settings if entry["settings"].get(k) != settings[k])
-                if changed:
-                    raise UserError(f"cannot resume {path}: settings differ from the interrupted run's "
-                                    f"({', '.join(changed)}); pass --overwrite to start again")
-            else:
-                done[entry["frame"]] = [FaceRecord(**r) for r in entry["faces"]]
-    return done
+    """Detections per frame index from an interrupted run's log (see predict.read_partial)."""
+    from muldml.predict import read_partial
+
+    return read_partial(path, settings, key="frame", field="faces")
 
 
 @dataclass
