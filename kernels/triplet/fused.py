@@ -129,6 +129,19 @@ def _round_to_tf32(y):
 
 
 @triton.jit
+def _store_mining_copy(Y, out_rows, cols, y, D_PAD, ROUND_TF32: tl.constexpr):
+    """Store y (rows × cols, fp32) as the mining copy in Y's dtype and return the stored
+    rows' squared norms (fp32): tf32 rounds to nearest (the tensor cores then multiply
+    exactly these values), bf16 to nearest even."""
+    if ROUND_TF32:
+        y = _round_to_tf32(y)
+    y = y.to(Y.dtype.element_ty)
+    tl.store(Y + out_rows[:, None] + cols[None, :], y, mask=(cols < D_PAD)[None, :])
+    y = y.to(tl.float32)
+    return tl.sum(y * y, axis=1)
+
+
+@triton.jit
 def _stats_kernel(
     X, stride_row, stride_col,  # embeddings (B, N·d), any float dtype, any strides
     NORMS,  # (N, B) fp32 out: ‖x‖ before normalisation
@@ -183,12 +196,7 @@ def _prepare_kernel(
         x = _load_rows(X, rows, first_col + k + dims, row_ok, dim_ok, stride_row, stride_col)
         centre = tl.load(CENTRE_SUM + slice_id * D + k + dims, mask=dim_ok, other=0.0) / B
         y = tl.where(row_ok[:, None] & dim_ok[None, :], x * inv[:, None] - centre[None, :], 0.0)
-        if ROUND_TF32:  # the tensor cores then multiply exactly these values
-            y = _round_to_tf32(y)
-        y = y.to(Y.dtype.element_ty)  # bf16 mining copy: round to nearest even
-        tl.store(Y + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
-        y = y.to(tl.float32)
-        sq_y += tl.sum(y * y, axis=1)
+        sq_y += _store_mining_copy(Y, out_rows, k + dims, y, D_PAD, ROUND_TF32)
     tl.store(SQ + slice_id * B_PAD + rows, sq_y)
     tl.store(KEY_POS + slice_id * B + rows, tl.full((BLOCK_R,), NO_POSITIVE, tl.int64), mask=row_ok)
     tl.store(KEY_NEG + slice_id * B + rows, tl.full((BLOCK_R,), NO_NEGATIVE, tl.int64), mask=row_ok)
@@ -227,6 +235,28 @@ def _offer(KEYS, anchors, anchor_ok, scores, first, LARGEST: tl.constexpr, AXIS:
 
 
 @triton.jit
+def _tile_products(a_ptrs, b_ptrs, D_PAD, PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) fp32 products of rows padded with zeros to D_PAD (a multiple of
+    BLOCK_K): no masks in the K loop."""
+    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k in range(0, D_PAD, BLOCK_K):
+        a = tl.load(a_ptrs + k)
+        b = tl.load(b_ptrs + k)
+        if INTERPRETED:
+            # Triton's interpreter multiplies the bit patterns of bf16 operands (upcast:
+            # products of bf16 values are exact in fp32), and its tl.dot is numpy's GEMM,
+            # which rounds identical rows differently: sum each product the same way
+            # instead, as a tensor core does, so that coincident points score the same.
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
+        else:
+            dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
+    return dot
+
+
+@triton.jit
 def _mine_kernel(
     Y,  # (N, B_pad, D_pad) mining copy from the pre-pass
     SQ,  # (N, B_pad) fp32 ‖y‖²
@@ -259,21 +289,8 @@ def _mine_kernel(
     slice_base = Y + slice_id.to(tl.int64) * B_PAD * D_PAD
     a_ptrs = slice_base + rows.to(tl.int64)[:, None] * D_PAD + ks[None, :]
     b_ptrs = slice_base + cols.to(tl.int64)[:, None] * D_PAD + ks[None, :]
-    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     # Rows are padded to ROW_PAD and dims to BLOCK_K with zeros: no masks in the K loop.
-    for k in range(0, D_PAD, BLOCK_K):
-        a = tl.load(a_ptrs + k)
-        b = tl.load(b_ptrs + k)
-        if INTERPRETED:
-            # Triton's interpreter multiplies the bit patterns of bf16 operands (upcast:
-            # products of bf16 values are exact in fp32), and its tl.dot is numpy's GEMM,
-            # which rounds identical rows differently: sum each product the same way
-            # instead, as a tensor core does, so that coincident points score the same.
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
-        else:
-            dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
+    dot = _tile_products(a_ptrs, b_ptrs, D_PAD, PRECISION, INTERPRETED, BLOCK_M, BLOCK_N, BLOCK_K)
 
     labels_a = tl.load(LABELS + rows.to(tl.int64) * stride_label, mask=row_ok, other=0)
     labels_b = tl.load(LABELS + cols.to(tl.int64) * stride_label, mask=col_ok, other=0)
@@ -322,31 +339,8 @@ def _prepare_memory_kernel(
         x = _load_rows(MEM, rows, slice_id * D + k + dims, row_ok, dim_ok, stride_row, stride_col)
         centre = tl.load(CENTRE_SUM + slice_id * D + k + dims, mask=dim_ok, other=0.0) / B
         y = tl.where(row_ok[:, None] & dim_ok[None, :], x - centre[None, :], 0.0)
-        if ROUND_TF32:
-            y = _round_to_tf32(y)
-        y = y.to(YM.dtype.element_ty)
-        tl.store(YM + out_rows[:, None] + (k + dims)[None, :], y, mask=(k + dims < D_PAD)[None, :])
-        y = y.to(tl.float32)
-        sq_y += tl.sum(y * y, axis=1)
+        sq_y += _store_mining_copy(YM, out_rows, k + dims, y, D_PAD, ROUND_TF32)
     tl.store(SQM + slice_id * M_PAD + rows, sq_y)
-
-
-@triton.jit
-def _tile_products(a_ptrs, b_ptrs, D_PAD, PRECISION: tl.constexpr, INTERPRETED: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """(BLOCK_M, BLOCK_N) fp32 products of zero-padded rows; the interpreter sums each product
-    as a tensor core does (see _mine_kernel)."""
-    dot = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k in range(0, D_PAD, BLOCK_K):
-        a = tl.load(a_ptrs + k)
-        b = tl.load(b_ptrs + k)
-        if INTERPRETED:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-            dot += tl.sum(a[:, None, :] * b[None, :, :], axis=2)
-        else:
-            dot = tl.dot(a, tl.trans(b), dot, input_precision=PRECISION)
-    return dot
 
 
 @triton.jit
