@@ -51,8 +51,13 @@ class Processes:
         return self.rank == 0
 
 
+def launch_world() -> int:
+    """Processes torchrun launched for this run (WORLD_SIZE; 1 for a plain run), valid outside the group."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launch_world() > 1
 
 
 def launch_rank() -> int:

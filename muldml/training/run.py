@@ -59,9 +59,8 @@ THROUGHPUT_COLUMNS = ("images_per_s", "peak_memory_mb")
 
 
 def precision_for(amp: str, device: torch.device) -> Precision:
-    """--amp: auto is bf16 on CUDA and off on the CPU; fp16 adds a GradScaler and needs CUDA."""
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
+    """--amp (auto resolved by runfolder.resolved_amp); fp16 adds a GradScaler and needs CUDA."""
+    amp = runfolder.resolved_amp(amp, device.type)
     if amp == "fp16" and device.type != "cuda":
         raise UserError(f"--amp fp16 needs a CUDA device (this run is on {device.type}); use --amp bf16 or off")
     if amp == "off":

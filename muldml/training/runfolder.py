@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,6 @@ def resolved_amp(amp: str, device_type: str) -> str:
     return amp
 
 
-def world_size() -> int:
-    """Processes of this run (torchrun's WORLD_SIZE; 1 for a plain run)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
-
-
 def images_digest(samples: Sequence[Any]) -> str:
     """sha1 of the training images (class folder/file name and label, sorted): the same
     images give the same digest wherever the dataset folder lies."""
@@ -68,7 +62,9 @@ def fingerprint(cfg: Config, runtime: Runtime, device_type: str, train_samples: 
     normalises its own share of the batch, so the number of processes changes the gradients,
     while with global statistics K processes equal one (a run may resume with another K).
     """
-    world = world_size() if world is None else world
+    from muldml.training.distributed import launch_world
+
+    world = launch_world() if world is None else world
     per_process = world > 1 and not runtime.sync_bn
     values = dict(cfg.to_dict())
     values |= {"amp": resolved_amp(runtime.amp, device_type), "grad_cache": runtime.grad_cache,
@@ -83,6 +79,12 @@ def differences(recorded: dict[str, Any], requested: dict[str, Any], allowed: fr
     an older muldml did not record are not compared)."""
     return [f"{k} {recorded[k]!r} → {requested[k]!r}" for k in requested
             if k in recorded and k not in allowed and recorded[k] != requested[k]]
+
+
+def refuse_other_settings(out: Path, changed: list[str]) -> None:
+    """Raise the one-line UserError for a folder holding a run of other settings."""
+    raise UserError(f"{out} holds a run made with other settings ({'; '.join(changed)}); "
+                    "use --overwrite to replace it, or another --out")
 
 
 def read_json(path: Path) -> dict | None:
@@ -106,7 +108,8 @@ def recorded_settings(out: Path) -> dict[str, Any] | None:
     if (out / CHECKPOINT).is_file():
         from muldml.training.checkpoint import load_checkpoint
 
-        return load_checkpoint(out).get("fingerprint") or dict(load_checkpoint(out)["config"])
+        state = load_checkpoint(out)
+        return state.get("fingerprint") or dict(state["config"])
     return None
 
 
@@ -125,8 +128,7 @@ def check_folder(out: Path, requested: dict[str, Any], overwrite: bool, allowed:
     if not changed:
         return True
     if not overwrite:
-        raise UserError(f"{out} holds a run made with other settings ({'; '.join(changed)}); "
-                        "use --overwrite to replace it, or another --out")
+        refuse_other_settings(out, changed)
     if main:
         clear(out)
     return False
@@ -173,8 +175,7 @@ def read_result(out: Path, requested: dict[str, Any] | None = None) -> dict | No
     if requested is not None:
         changed = differences(result.get("settings") or {}, requested, RESUMABLE_CHANGES)
         if changed:
-            raise UserError(f"{out} holds a run made with other settings ({'; '.join(changed)}); "
-                            "use --overwrite to replace it, or another --out")
+            refuse_other_settings(out, changed)
         if result.get("epochs") is not None and result["epochs"] != requested.get("epochs", result["epochs"]):
             return None  # asked for another length: resume the checkpoint
     return result
